@@ -1,0 +1,67 @@
+# Pulse Edge — the two commands: `make run` and `make test`.
+# Both install what is missing (Debian 12, apt-get), so they work on a fresh machine
+# and do nothing extra on a second run.
+
+SHELL := /bin/bash
+export CARGO_BUILD_JOBS ?= 2
+CARGO ?= cargo
+
+# What the server needs at build and run time.
+RUN_PKGS := pkg-config gcc libc6-dev \
+	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
+# What only the tests need: real publishers and players.
+TEST_PKGS := ffmpeg chromium ca-certificates
+
+# Installs the Debian packages in $(1) that are not installed yet.
+define apt_install
+	@missing=""; \
+	for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: run serve deps test-deps build release test test-unit test-e2e fmt lint clean
+
+run: deps release
+	./target/release/pulse-edge serve
+
+deps:
+	$(call apt_install,$(RUN_PKGS))
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+test-deps: deps
+	$(call apt_install,$(TEST_PKGS))
+	$(call apt_install,$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm))
+	@if [ ! -d tests/player/node_modules ] || [ tests/player/package-lock.json -nt tests/player/node_modules ]; then \
+	  npm ci --prefix tests/player --no-audit --no-fund --loglevel=error && touch tests/player/node_modules; \
+	fi
+
+release:
+	$(CARGO) build --release --locked
+
+build:
+	$(CARGO) build --locked
+
+test: test-deps
+	$(CARGO) test --locked --no-run
+	$(CARGO) test --locked --lib --bins -- --test-threads=2
+	# End-to-end tests start the real binary and real encoders: one at a time (2 cores).
+	$(CARGO) test --locked --test '*' -- --test-threads=1
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

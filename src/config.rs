@@ -1,0 +1,311 @@
+//! Server configuration: embedded defaults, then an optional TOML file, then
+//! `PULSE_*` environment variables, each layer overriding the one before.
+//!
+//! Every key has an environment name derived from its path: `rtmp.listen` is
+//! `PULSE_RTMP_LISTEN`, `hls.part_target_ms` is `PULSE_HLS_PART_TARGET_MS`,
+//! top-level `data_dir` is `PULSE_DATA_DIR`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {var}={value:?}: expected {expected}")]
+    Env { var: String, value: String, expected: &'static str },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// SQLite database, signing keys and the on-disk media window live here.
+    pub data_dir: PathBuf,
+    /// Base URL printed in playback URLs. Empty: derived from `http.listen`.
+    pub public_url: String,
+    /// Directory of ladder profiles (`<name>.toml`).
+    pub pipelines_dir: PathBuf,
+    /// Profile used by streams that name none.
+    pub default_profile: String,
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub hls: HlsConfig,
+    pub playback: PlaybackConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub listen: SocketAddr,
+    /// Base printed as `rtmp_url`. Empty: `rtmp://<public host>:<port>/live`.
+    pub public_url: String,
+    /// Chunk size we announce to publishers.
+    pub chunk_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// LL-HLS part target (PART-TARGET).
+    pub part_target_ms: u64,
+    /// Segment target duration.
+    pub segment_target_ms: u64,
+    /// Segments listed in a live playlist.
+    pub window_segments: usize,
+    /// Encrypt with AES-128.
+    pub encrypt: bool,
+    /// A new content key every N segments.
+    pub key_rotation_segments: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybackConfig {
+    /// Lifetime of playback URLs printed by `stream create` and at start-up.
+    pub default_token_ttl_secs: u64,
+    /// Seconds of clock skew tolerated when checking `exp`/`nbf`.
+    pub token_leeway_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            public_url: String::new(),
+            pipelines_dir: PathBuf::from("./pipelines"),
+            default_profile: "default".into(),
+            rtmp: RtmpConfig::default(),
+            http: HttpConfig::default(),
+            hls: HlsConfig::default(),
+            playback: PlaybackConfig::default(),
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 1935)), public_url: String::new(), chunk_size: 4096 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            part_target_ms: 200,
+            segment_target_ms: 2000,
+            window_segments: 10,
+            encrypt: true,
+            key_rotation_segments: 10,
+        }
+    }
+}
+
+impl Default for PlaybackConfig {
+    fn default() -> Self {
+        Self { default_token_ttl_secs: 24 * 3600, token_leeway_secs: 5 }
+    }
+}
+
+/// The file used when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "pulse-edge.toml";
+
+impl Config {
+    /// Defaults, then `path` (or `pulse-edge.toml` if present), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("PULSE_")).collect();
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let text = match &file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?),
+            None => None,
+        };
+        Self::from_layers(text.as_deref().map(|t| (file.clone().unwrap_or_default(), t)), &vars)
+    }
+
+    fn from_layers(file: Option<(PathBuf, &str)>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut merged = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults do not serialise: {e}")))?;
+        if let Some((path, text)) = file {
+            // Parse into the typed struct first so unknown keys are reported against the file.
+            let typed: Config = toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?;
+            merged = toml::Value::try_from(typed)
+                .map_err(|e| ConfigError::Invalid(format!("config does not serialise: {e}")))?;
+        }
+        apply_env(&mut merged, "PULSE", env)?;
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let h = &self.hls;
+        if h.part_target_ms < 50 || h.part_target_ms > 2000 {
+            return Err(ConfigError::Invalid("hls.part_target_ms must be between 50 and 2000".into()));
+        }
+        if h.segment_target_ms < h.part_target_ms * 2 {
+            return Err(ConfigError::Invalid("hls.segment_target_ms must be at least twice hls.part_target_ms".into()));
+        }
+        if h.window_segments < 3 {
+            return Err(ConfigError::Invalid("hls.window_segments must be at least 3".into()));
+        }
+        if h.key_rotation_segments == 0 {
+            return Err(ConfigError::Invalid("hls.key_rotation_segments must be at least 1".into()));
+        }
+        if !self.public_url.is_empty() && !self.public_url.starts_with("http") {
+            return Err(ConfigError::Invalid("public_url must start with http:// or https://".into()));
+        }
+        Ok(())
+    }
+
+    /// Base URL for playback links, without a trailing slash.
+    pub fn public_http_base(&self) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_owned();
+        }
+        format!("http://{}", loopback_if_unspecified(self.http.listen))
+    }
+
+    /// The `rtmp://…/live` URL publishers point their encoder at.
+    pub fn public_rtmp_base(&self) -> String {
+        if !self.rtmp.public_url.is_empty() {
+            return self.rtmp.public_url.trim_end_matches('/').to_owned();
+        }
+        let host = if self.public_url.is_empty() {
+            loopback_if_unspecified(self.rtmp.listen).ip().to_string()
+        } else {
+            host_of(&self.public_url).unwrap_or_else(|| "127.0.0.1".into())
+        };
+        format!("rtmp://{}:{}/live", host, self.rtmp.listen.port())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("pulse-edge.db")
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
+    }
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| format!("[{h}]"));
+    }
+    Some(authority.split(':').next()?.to_owned()).filter(|h| !h.is_empty())
+}
+
+/// Overrides every leaf of `value` whose environment name is set. The name is
+/// derived from the key path, so every documented key can be overridden.
+fn apply_env(value: &mut toml::Value, prefix: &str, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = value else { return Ok(()) };
+    for (key, leaf) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_ascii_uppercase());
+        if leaf.is_table() {
+            apply_env(leaf, &name, env)?;
+            continue;
+        }
+        let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else { continue };
+        let bad = |expected| ConfigError::Env { var: name.clone(), value: raw.clone(), expected };
+        *leaf = match leaf {
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(bad("true or false")),
+            }),
+            _ => toml::Value::String(raw.clone()),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ports() {
+        let c = Config::from_layers(None, &[]).expect("defaults");
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.public_rtmp_base(), "rtmp://127.0.0.1:1935/live");
+        assert_eq!(c.public_http_base(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let file = "data_dir = \"/srv/pulse\"\n[http]\nlisten = \"127.0.0.1:9000\"\n[hls]\npart_target_ms = 300\n";
+        let c = Config::from_layers(
+            Some((PathBuf::from("t.toml"), file)),
+            &env(&[
+                ("PULSE_HTTP_LISTEN", "127.0.0.1:9100"),
+                ("PULSE_RTMP_LISTEN", "127.0.0.1:19350"),
+                ("PULSE_PUBLIC_URL", "https://edge.example.com/"),
+                ("PULSE_HLS_ENCRYPT", "false"),
+            ]),
+        )
+        .expect("layers");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pulse"));
+        assert_eq!(c.http.listen.port(), 9100);
+        assert_eq!(c.hls.part_target_ms, 300);
+        assert!(!c.hls.encrypt);
+        assert_eq!(c.public_http_base(), "https://edge.example.com");
+        assert_eq!(c.public_rtmp_base(), "rtmp://edge.example.com:19350/live");
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let err = Config::from_layers(None, &env(&[("PULSE_HLS_PART_TARGET_MS", "fast")])).expect_err("must fail");
+        assert!(err.to_string().contains("PULSE_HLS_PART_TARGET_MS"), "{err}");
+        let err = Config::from_layers(Some((PathBuf::from("x.toml"), "[hls]\nbogus = 1\n")), &[]).expect_err("unknown key");
+        assert!(err.to_string().contains("x.toml") && err.to_string().contains("bogus"), "{err}");
+        let err = Config::from_layers(None, &env(&[("PULSE_RTMP_LISTEN", "nope")])).expect_err("bad addr");
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    }
+}

@@ -1,0 +1,291 @@
+//! The publish gate: authorises publishers against the store, enforces one
+//! publisher per stream (a new one takes over), and wires each accepted
+//! session ingest → media ladder → HLS packager.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::events::{EventBus, LifecycleEvent};
+use super::keys::redact_stream_key;
+use super::store::Store;
+use crate::hls::Packagers;
+use crate::ingest::{PublishGate, PublishRejection, PublishRequest, PublishSession, RejectCode};
+use crate::media::{self, LadderProfile, LadderSettings};
+
+/// Media packets queued between ingest and the ladder; beyond this the
+/// publisher's TCP window fills (backpressure) rather than our memory.
+const MEDIA_QUEUE: usize = 512;
+const LADDER_EVENT_QUEUE: usize = 256;
+/// How long a takeover waits for the old session to let go of the packager.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
+
+pub struct PublishSettings {
+    pub default_profile: String,
+    pub ladder: LadderSettings,
+    /// After a publisher leaves, how long the stream waits for it to come back
+    /// before its playlists end (ENDLIST).
+    pub reconnect_window: Duration,
+}
+
+struct ActivePublish {
+    session: u64,
+    kicked: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub struct PublishController {
+    store: Store,
+    packagers: Packagers,
+    profiles: Arc<BTreeMap<String, LadderProfile>>,
+    settings: PublishSettings,
+    events: EventBus,
+    active: Mutex<HashMap<String, ActivePublish>>,
+    idle_timers: Mutex<HashMap<String, JoinHandle<()>>>,
+    next_session: AtomicU64,
+}
+
+impl PublishController {
+    pub fn new(
+        store: Store,
+        packagers: Packagers,
+        profiles: Arc<BTreeMap<String, LadderProfile>>,
+        settings: PublishSettings,
+        events: EventBus,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            packagers,
+            profiles,
+            settings,
+            events,
+            active: Mutex::new(HashMap::new()),
+            idle_timers: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// Streams with a publisher right now.
+    pub fn live_streams(&self) -> Vec<String> {
+        self.active.lock().keys().cloned().collect()
+    }
+
+    /// Disconnects the current publisher of `stream_id`, if any.
+    pub fn kick(&self, stream_id: &str) -> bool {
+        self.active.lock().get(stream_id).map(|a| a.kicked.cancel()).is_some()
+    }
+
+    async fn authorise(&self, request: &PublishRequest) -> Result<(crate::control::Stream, LadderProfile), PublishRejection> {
+        let stream = match self.store.stream_by_key(&request.stream_key).await {
+            Ok(Some(stream)) if stream.enabled => stream,
+            Ok(Some(_)) => return Err(reject(RejectCode::BadName, "stream is disabled")),
+            Ok(None) => return Err(reject(RejectCode::BadName, "unknown stream key")),
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable during publish");
+                return Err(reject(RejectCode::Rejected, "control plane unavailable, try again"));
+            }
+        };
+        let name = stream.profile.clone().unwrap_or_else(|| self.settings.default_profile.clone());
+        let Some(profile) = self.profiles.get(&name).cloned() else {
+            tracing::error!(stream_id = stream.id, profile = name, "stream names a profile that is not loaded");
+            return Err(reject(RejectCode::Rejected, &format!("profile {name:?} is not configured on this server")));
+        };
+        Ok((stream, profile))
+    }
+
+    async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
+        let (stream, profile) = match self.authorise(&request).await {
+            Ok(ok) => ok,
+            Err(rejection) => {
+                self.events.publish(LifecycleEvent::Rejected {
+                    stream_key_prefix: redact_stream_key(&request.stream_key),
+                    protocol: request.protocol,
+                    client: request.client_addr,
+                    reason: rejection.description.clone(),
+                });
+                return Err(rejection);
+            }
+        };
+        let stream_id = stream.id.clone();
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let kicked = CancellationToken::new();
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+
+        if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
+            timer.abort();
+        }
+        let previous = {
+            let mut active = self.active.lock();
+            let previous = active.remove(&stream_id);
+            if let Some(old) = &previous {
+                old.kicked.cancel();
+            }
+            // The placeholder task is replaced below once the session task exists.
+            active.insert(
+                stream_id.clone(),
+                ActivePublish { session, kicked: kicked.clone(), task: tokio::spawn(async {}) },
+            );
+            previous
+        };
+        if let Some(old) = &previous {
+            self.events.publish(LifecycleEvent::Takeover {
+                stream_id: stream_id.clone(),
+                old_session: old.session,
+                new_session: session,
+            });
+        }
+        self.events.publish(LifecycleEvent::Connected {
+            stream_id: stream_id.clone(),
+            protocol: request.protocol,
+            client: request.client_addr,
+            session,
+        });
+
+        let span = tracing::info_span!("stream", stream_id = %stream_id, session, protocol = request.protocol, app = %request.app);
+        let this = self.clone();
+        let task_kicked = kicked.clone();
+        let task = tokio::spawn(
+            async move {
+                if let Some(old) = previous {
+                    // The packager serves one session at a time: wait for the old one to let go.
+                    if tokio::time::timeout(TAKEOVER_GRACE, old.task).await.is_err() {
+                        tracing::warn!("previous session did not stop within the takeover grace period");
+                    }
+                }
+                this.run_session(stream_id, session, profile, media_rx, task_kicked).await;
+            }
+            .instrument(span),
+        );
+        if let Some(entry) = self.active.lock().get_mut(&stream.id) {
+            if entry.session == session {
+                entry.task = task;
+            }
+        }
+        Ok(PublishSession { stream_id: stream.id, media: media_tx, kicked })
+    }
+
+    async fn run_session(
+        self: Arc<Self>,
+        stream_id: String,
+        session: u64,
+        profile: LadderProfile,
+        media_rx: mpsc::Receiver<crate::ingest::MediaPacket>,
+        kicked: CancellationToken,
+    ) {
+        let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
+        let ladder = media::spawn_ladder(&stream_id, &profile, &self.settings.ladder, media_rx, ladder_tx);
+        let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
+        let packager = self.packagers.stream(&stream_id);
+
+        // Warnings and failures go to the event bus on their way to the packager.
+        let events = self.events.clone();
+        let tap_stream = stream_id.clone();
+        let tap = async move {
+            let mut failure = None;
+            while let Some(event) = ladder_rx.recv().await {
+                match &event {
+                    media::LadderEvent::Warning(message) => events.publish(LifecycleEvent::Warning {
+                        stream_id: tap_stream.clone(),
+                        session,
+                        message: message.clone(),
+                    }),
+                    media::LadderEvent::Ended(Err(reason)) => failure = Some(reason.clone()),
+                    _ => {}
+                }
+                if hls_tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+            failure
+        };
+        let watcher = {
+            let packager = packager.clone();
+            let events = self.events.clone();
+            let stream_id = stream_id.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tick.tick().await;
+                    if packager.is_active() {
+                        events.publish(LifecycleEvent::Active { stream_id, session });
+                        return;
+                    }
+                }
+            })
+        };
+        let packaging = packager.clone().run_session(hls_rx, SystemTime::now());
+        let outcome = tokio::select! {
+            (failure, packaged) = async { tokio::join!(tap, packaging) } => match (failure, packaged) {
+                (Some(reason), _) => Err(reason),
+                (None, Err(e)) => Err(e.to_string()),
+                (None, Ok(())) => Ok(()),
+            },
+            // Takeover or kick: stop packaging now; the next session continues with a discontinuity.
+            _ = kicked.cancelled() => Ok(()),
+        };
+        watcher.abort();
+        drop(ladder);
+
+        match outcome {
+            Ok(()) => self.events.publish(LifecycleEvent::Disconnected { stream_id: stream_id.clone(), session }),
+            Err(reason) => {
+                // The publisher is told by closing its connection; the ingest side sees `kicked`.
+                kicked.cancel();
+                self.events.publish(LifecycleEvent::Failed { stream_id: stream_id.clone(), session, reason });
+            }
+        }
+        let still_current = {
+            let mut active = self.active.lock();
+            let current = active.get(&stream_id).map(|a| a.session) == Some(session);
+            if current {
+                active.remove(&stream_id);
+            }
+            current
+        };
+        if still_current {
+            self.start_idle_timer(stream_id);
+        }
+    }
+
+    fn start_idle_timer(self: &Arc<Self>, stream_id: String) {
+        let this = self.clone();
+        let window = self.settings.reconnect_window;
+        let id = stream_id.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            if let Some(packager) = this.packagers.get(&id) {
+                packager.end_stream();
+            }
+            this.idle_timers.lock().remove(&id);
+            this.events.publish(LifecycleEvent::Idle { stream_id: id });
+        });
+        if let Some(old) = self.idle_timers.lock().insert(stream_id, timer) {
+            old.abort();
+        }
+    }
+
+    /// Stops every publisher (server shutdown).
+    pub fn kick_all(&self) {
+        for active in self.active.lock().values() {
+            active.kicked.cancel();
+        }
+    }
+}
+
+fn reject(code: RejectCode, description: &str) -> PublishRejection {
+    PublishRejection { code, description: description.to_owned() }
+}
+
+impl PublishGate for Arc<PublishController> {
+    fn begin(&self, request: PublishRequest) -> BoxFuture<'static, Result<PublishSession, PublishRejection>> {
+        Box::pin(self.clone().begin_session(request))
+    }
+}

@@ -1,0 +1,11 @@
+//! HTTP delivery: playlists, parts, segments, init segments and keys, behind
+//! signed playback tokens. Handlers are thin; [`PlaybackService`] holds the
+//! rules and is tested without HTTP.
+
+mod error;
+mod routes;
+mod service;
+
+pub use error::DeliveryError;
+pub use routes::router;
+pub use service::{PlaybackService, PlaylistQuery};

@@ -1,0 +1,132 @@
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+use super::{DeliveryError, PlaybackService, PlaylistQuery};
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+/// Parts, segments and init segments never change once listed, and carry no
+/// per-viewer data, so a CDN may keep them.
+const MEDIA_CACHE: &str = "public, max-age=86400, immutable";
+
+pub fn router(service: PlaybackService) -> Router {
+    // Only playlists are compressed: media is already dense, keys are tiny.
+    let playlists = Router::new()
+        .route("/live/{stream}/master.m3u8", get(master))
+        .route("/live/{stream}/{rendition}/index.m3u8", get(media_playlist))
+        .layer(CompressionLayer::new().gzip(true));
+    Router::new()
+        .merge(playlists)
+        .route("/live/{stream}/key/{key}", get(key))
+        .route("/live/{stream}/{rendition}/{file}", get(media_file))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http())
+        .with_state(service)
+}
+
+fn playlist_response(body: String, cache: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST)), (header::CACHE_CONTROL, HeaderValue::from_static(cache))],
+        body,
+    )
+        .into_response()
+}
+
+async fn master(
+    State(service): State<PlaybackService>,
+    Path(stream): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, DeliveryError> {
+    let body = service.master_playlist(&stream, params.get("token").map(String::as_str))?;
+    Ok(playlist_response(body, "private, max-age=1"))
+}
+
+async fn media_playlist(
+    State(service): State<PlaybackService>,
+    Path((stream, rendition)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, DeliveryError> {
+    let query = PlaylistQuery::parse(&params)?;
+    // A blocking response names a fixed point in the stream and can be cached
+    // longer (6×TD in the spec's advice); a plain reload for TD/2.
+    let cache = if query.msn.is_some() { "private, max-age=12" } else { "private, max-age=1" };
+    let body = service.media_playlist(&stream, &rendition, query).await?;
+    Ok(playlist_response(body, cache))
+}
+
+async fn key(
+    State(service): State<PlaybackService>,
+    Path((stream, key)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, DeliveryError> {
+    let key_id = key.strip_suffix(".key").and_then(|k| k.parse::<u64>().ok()).ok_or(DeliveryError::NotFound)?;
+    let key = service.key(&stream, key_id, params.get("token").map(String::as_str))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
+        ],
+        key.to_vec(),
+    )
+        .into_response())
+}
+
+/// What a media file name in a rendition directory refers to.
+#[derive(Debug, PartialEq, Eq)]
+enum MediaFile {
+    Init(u64),
+    Part(u64, u64),
+    Segment(u64),
+}
+
+fn parse_media_file(name: &str) -> Option<MediaFile> {
+    let stem = name.strip_suffix(".mp4")?;
+    if let Some(id) = stem.strip_prefix("init") {
+        return id.parse().ok().map(MediaFile::Init);
+    }
+    match stem.split_once('.') {
+        Some((msn, part)) => Some(MediaFile::Part(msn.parse().ok()?, part.parse().ok()?)),
+        None => stem.parse().ok().map(MediaFile::Segment),
+    }
+}
+
+async fn media_file(
+    State(service): State<PlaybackService>,
+    Path((stream, rendition, file)): Path<(String, String, String)>,
+) -> Result<Response, DeliveryError> {
+    let media = parse_media_file(&file).ok_or(DeliveryError::NotFound)?;
+    let body = match media {
+        MediaFile::Init(id) => service.init(&stream, &rendition, id)?,
+        MediaFile::Part(msn, part) => service.part(&stream, &rendition, msn, part).await?,
+        MediaFile::Segment(msn) => service.segment(&stream, &rendition, msn)?,
+    };
+    let content_type = if rendition == "audio" { "audio/mp4" } else { "video/mp4" };
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE))],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_file_names() {
+        assert_eq!(parse_media_file("init3.mp4"), Some(MediaFile::Init(3)));
+        assert_eq!(parse_media_file("120.4.mp4"), Some(MediaFile::Part(120, 4)));
+        assert_eq!(parse_media_file("120.mp4"), Some(MediaFile::Segment(120)));
+        for bad in ["120.m4s", "x.mp4", "1.2.3.mp4", "init.mp4", "", ".mp4", "18446744073709551616.mp4"] {
+            assert_eq!(parse_media_file(bad), None, "{bad}");
+        }
+    }
+}

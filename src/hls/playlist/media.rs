@@ -1,0 +1,123 @@
+use std::fmt::Write;
+
+use super::{date_time, quoted_safe, seconds, with_query, StreamTiming};
+use crate::hls::blocking::SkipRequest;
+use crate::hls::rendition::{init_file, part_file, segment_file, Rendition, Segment};
+
+/// Everything one media playlist response depends on.
+pub(crate) struct MediaPlaylist<'a> {
+    pub rendition: &'a Rendition,
+    /// The stream's other renditions, for EXT-X-RENDITION-REPORT.
+    pub others: Vec<&'a Rendition>,
+    pub timing: StreamTiming,
+    pub ended: bool,
+    pub skip: Option<SkipRequest>,
+    /// Appended to key URIs (the viewer's token); media URIs carry no query.
+    pub key_query: &'a str,
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
+    let r = p.rendition;
+    let td_ns = p.timing.target_duration_secs.saturating_mul(NS_PER_SEC);
+    let skip_until_ns = td_ns.saturating_mul(6);
+    let listed: Vec<&Segment> = r.segments.iter().filter(|s| s.msn >= r.listed_from).collect();
+    let edge_ns = r.timeline_end_ns();
+
+    let mut out = String::with_capacity(4096);
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", p.timing.target_duration_secs);
+    let _ = writeln!(
+        out,
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={},HOLD-BACK={},CAN-SKIP-UNTIL={}",
+        seconds(p.timing.part_target_ns.saturating_mul(3)),
+        seconds(td_ns.saturating_mul(3)),
+        seconds(skip_until_ns),
+    );
+    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(p.timing.part_target_ns));
+    let first_msn = listed.first().map_or(r.listed_from, |s| s.msn);
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
+    let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", r.discontinuity_sequence);
+
+    // Delta update: drop complete segments that start more than the skip
+    // boundary before the end of the playlist.
+    let skipped = match p.skip {
+        Some(_) => listed
+            .iter()
+            .take_while(|s| s.is_complete() && edge_ns.saturating_sub(s.start_ns) > skip_until_ns)
+            .count(),
+        None => 0,
+    };
+    if skipped > 0 {
+        let _ = write!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        if p.skip == Some(SkipRequest::V2) {
+            out.push_str(",RECENTLY-REMOVED-DATERANGES=\"\"");
+        }
+        out.push('\n');
+    }
+
+    let part_listing_ns = td_ns.saturating_mul(3);
+    let mut previous_init = None;
+    for segment in listed.iter().skip(skipped) {
+        if segment.discontinuity {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        // MAP before KEY keeps the init segment clear. The first written
+        // segment always gets both, so delta playlists carry them too.
+        if previous_init != Some(segment.init_id) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_file(segment.init_id));
+            previous_init = Some(segment.init_id);
+        }
+        if let Some(key) = segment.key {
+            let uri = with_query(&format!("../key/{}.key", key.key_id), p.key_query);
+            let _ = writeln!(
+                out,
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"{}\",IV=0x{}",
+                quoted_safe(&uri),
+                hex::encode_upper(key.iv)
+            );
+        }
+        let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", date_time(segment.program_date_time));
+        let list_parts = !segment.is_complete() || segment.end_ns().saturating_add(part_listing_ns) >= edge_ns;
+        if list_parts && segment.parts.iter().all(|part| part.data.is_some()) {
+            for (index, part) in segment.parts.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "#EXT-X-PART:DURATION={},URI=\"{}\"",
+                    seconds(part.duration_ns),
+                    part_file(segment.msn, index as u64)
+                );
+                if part.independent {
+                    out.push_str(",INDEPENDENT=YES");
+                }
+                out.push('\n');
+            }
+        }
+        if segment.is_complete() {
+            let _ = writeln!(
+                out,
+                "#EXTINF:{},\n{}",
+                seconds(segment.duration_ns),
+                segment_file(segment.msn)
+            );
+        }
+    }
+
+    if p.ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    } else {
+        let (msn, part) = r.preload_hint();
+        let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", part_file(msn, part));
+    }
+    for other in &p.others {
+        if let Some((msn, part)) = other.last_part() {
+            let _ = writeln!(
+                out,
+                "#EXT-X-RENDITION-REPORT:URI=\"../{}/index.m3u8\",LAST-MSN={msn},LAST-PART={part}",
+                quoted_safe(other.name())
+            );
+        }
+    }
+    out
+}

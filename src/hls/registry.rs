@@ -1,0 +1,72 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::settings::HlsSettings;
+use super::stream::StreamPackager;
+use super::writer::{StoreWriter, WriterStats};
+use crate::storage::ObjectStore;
+
+/// Every stream's packager, sharing one settings value and one store writer.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Packagers {
+    settings: Arc<HlsSettings>,
+    pub(crate) writer: StoreWriter,
+    streams: Arc<RwLock<HashMap<String, Arc<StreamPackager>>>>,
+}
+
+impl Packagers {
+    /// Must be called inside a tokio runtime (it starts the store writer task).
+    pub fn new(settings: HlsSettings, store: Arc<dyn ObjectStore>) -> Self {
+        let writer = StoreWriter::spawn(store, settings.store_queue, settings.store_concurrency);
+        Self {
+            settings: Arc::new(settings),
+            writer,
+            streams: Arc::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &HlsSettings {
+        &self.settings
+    }
+
+    /// The stream's packager, created on first use.
+    pub fn stream(&self, stream_id: &str) -> Arc<StreamPackager> {
+        if let Some(existing) = self.get(stream_id) {
+            return existing;
+        }
+        self.streams
+            .write()
+            .entry(stream_id.to_string())
+            .or_insert_with(|| {
+                Arc::new(StreamPackager::new(
+                    stream_id.to_string(),
+                    self.settings.clone(),
+                    self.writer.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    pub fn get(&self, stream_id: &str) -> Option<Arc<StreamPackager>> {
+        self.streams.read().get(stream_id).cloned()
+    }
+
+    /// Forgets the stream and deletes its objects from the store.
+    pub fn remove(&self, stream_id: &str) {
+        let removed = self.streams.write().remove(stream_id);
+        if let Some(packager) = removed {
+            packager.shutdown();
+        }
+    }
+
+    pub fn stream_ids(&self) -> Vec<String> {
+        self.streams.read().keys().cloned().collect()
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+}

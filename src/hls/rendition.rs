@@ -1,0 +1,366 @@
+//! One rendition's retained media: segments (each a run of parts), init
+//! segments, and the live edge that blocking requests wait on.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::crypto::Block;
+use crate::media::RenditionSpec;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    pub duration_ns: u64,
+    pub independent: bool,
+    /// The bytes served for `{msn}.{part}.mp4`; dropped (None) once the part
+    /// leaves part retention while its parent segment stays.
+    pub data: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentKey {
+    pub key_id: u64,
+    /// Kept with the segment so closing it never depends on the key ring.
+    pub key: Block,
+    pub iv: Block,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub msn: u64,
+    /// Start on the rendition's gap-free timeline (sum of earlier durations).
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub program_date_time: SystemTime,
+    pub discontinuity: bool,
+    pub init_id: u64,
+    pub key: Option<SegmentKey>,
+    pub parts: Vec<Part>,
+    /// Clear part payloads while the segment is open: the parent segment is
+    /// encrypted from these as one resource when it closes.
+    pub clear_parts: Vec<Bytes>,
+    /// The parent segment's bytes; `Some` exactly when the segment is complete.
+    pub data: Option<Bytes>,
+}
+
+impl Segment {
+    pub(crate) fn is_complete(&self) -> bool {
+        self.data.is_some()
+    }
+
+    pub(crate) fn end_ns(&self) -> u64 {
+        self.start_ns.saturating_add(self.duration_ns)
+    }
+}
+
+/// Where a rendition's live edge is; blocking requests wait on changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Edge {
+    /// (msn, part index) of the newest published part.
+    pub last_part: Option<(u64, u64)>,
+    /// Newest complete segment.
+    pub last_complete: Option<u64>,
+    /// ENDLIST is written: directives are ignored, nothing more will come.
+    pub ended: bool,
+}
+
+/// Counters the lead may expose (admin API, metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RenditionStats {
+    pub name: String,
+    pub last_msn: Option<u64>,
+    pub last_part: Option<u64>,
+    pub parts_published: u64,
+    pub segments_published: u64,
+    /// Clear media bytes received from the ladder.
+    pub bytes_in: u64,
+    pub retained_segments: usize,
+    /// Bytes held in memory (parts, segments, inits).
+    pub retained_bytes: usize,
+}
+
+pub(crate) struct NewSegment {
+    pub program_date_time: SystemTime,
+    pub key: Option<SegmentKey>,
+}
+
+pub(crate) struct Rendition {
+    pub spec: RenditionSpec,
+    pub segments: VecDeque<Segment>,
+    pub next_msn: u64,
+    /// First sequence number written to the playlist; older retained
+    /// segments are in their post-listing grace period.
+    pub listed_from: u64,
+    pub discontinuity_sequence: u64,
+    pub inits: VecDeque<(u64, Bytes)>,
+    pub current_init: Option<u64>,
+    /// The next segment starts after a session change or an init change.
+    pub pending_discontinuity: bool,
+    /// A new init arrived mid-segment: the next chunk must start a segment.
+    pub force_new_segment: bool,
+    /// Parts published in the current publisher session.
+    pub session_parts: u64,
+    /// An init arrived in the current session (chunks need one).
+    pub session_init: bool,
+    pub edge: watch::Sender<Edge>,
+    pub parts_published: u64,
+    pub segments_published: u64,
+    pub bytes_in: u64,
+}
+
+impl Rendition {
+    pub(crate) fn new(spec: RenditionSpec, first_msn: u64) -> Self {
+        Self {
+            spec,
+            segments: VecDeque::new(),
+            next_msn: first_msn,
+            listed_from: first_msn,
+            discontinuity_sequence: 0,
+            inits: VecDeque::new(),
+            current_init: None,
+            pending_discontinuity: false,
+            force_new_segment: false,
+            session_parts: 0,
+            session_init: false,
+            edge: watch::Sender::new(Edge::default()),
+            parts_published: 0,
+            segments_published: 0,
+            bytes_in: 0,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub(crate) fn open_segment(&self) -> Option<&Segment> {
+        self.segments.back().filter(|s| !s.is_complete())
+    }
+
+    fn open_segment_mut(&mut self) -> Option<&mut Segment> {
+        self.segments.back_mut().filter(|s| !s.is_complete())
+    }
+
+    pub(crate) fn segment(&self, msn: u64) -> Option<&Segment> {
+        let front = self.segments.front()?.msn;
+        let index = usize::try_from(msn.checked_sub(front)?).ok()?;
+        self.segments.get(index)
+    }
+
+    pub(crate) fn timeline_end_ns(&self) -> u64 {
+        self.segments.back().map_or(0, Segment::end_ns)
+    }
+
+    pub(crate) fn last_part(&self) -> Option<(u64, u64)> {
+        let last = self.segments.back()?;
+        let index = u64::try_from(last.parts.len()).ok()?.checked_sub(1)?;
+        Some((last.msn, index))
+    }
+
+    pub(crate) fn last_complete(&self) -> Option<u64> {
+        self.segments.iter().rev().find(|s| s.is_complete()).map(|s| s.msn)
+    }
+
+    /// The part a player may request before it exists (EXT-X-PRELOAD-HINT).
+    pub(crate) fn preload_hint(&self) -> (u64, u64) {
+        match self.open_segment() {
+            Some(open) => (open.msn, open.parts.len() as u64),
+            None => (self.next_msn, 0),
+        }
+    }
+
+    pub(crate) fn publish_edge(&self, ended: bool) {
+        let edge = Edge {
+            last_part: self.last_part(),
+            last_complete: self.last_complete(),
+            ended,
+        };
+        self.edge.send_replace(edge);
+    }
+
+    pub(crate) fn add_init(&mut self, id: u64, data: Bytes) {
+        self.inits.push_back((id, data));
+        self.current_init = Some(id);
+    }
+
+    pub(crate) fn current_init_data(&self) -> Option<&Bytes> {
+        let id = self.current_init?;
+        self.init_data(id)
+    }
+
+    pub(crate) fn init_data(&self, id: u64) -> Option<&Bytes> {
+        self.inits.iter().find(|(i, _)| *i == id).map(|(_, d)| d)
+    }
+
+    /// Opens segment `next_msn`; the caller has closed any open one.
+    pub(crate) fn begin_segment(&mut self, init_id: u64, new: NewSegment) -> u64 {
+        let msn = self.next_msn;
+        let start_ns = self.timeline_end_ns();
+        self.segments.push_back(Segment {
+            msn,
+            start_ns,
+            duration_ns: 0,
+            program_date_time: new.program_date_time,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            init_id,
+            key: new.key,
+            parts: Vec::new(),
+            clear_parts: Vec::new(),
+            data: None,
+        });
+        self.next_msn = msn.saturating_add(1);
+        self.force_new_segment = false;
+        msn
+    }
+
+    /// Appends a part to the open segment; returns its index, or None when
+    /// no segment is open (a caller bug, reported by the caller).
+    pub(crate) fn append_part(
+        &mut self,
+        served: Bytes,
+        clear: Bytes,
+        duration_ns: u64,
+        independent: bool,
+    ) -> Option<u64> {
+        let clear_len = clear.len() as u64;
+        let open = self.open_segment_mut()?;
+        open.parts.push(Part {
+            duration_ns,
+            independent,
+            data: Some(served),
+        });
+        open.clear_parts.push(clear);
+        open.duration_ns = open.duration_ns.saturating_add(duration_ns);
+        let index = open.parts.len() as u64 - 1;
+        self.session_parts += 1;
+        self.parts_published += 1;
+        self.bytes_in = self.bytes_in.saturating_add(clear_len);
+        Some(index)
+    }
+
+    /// Marks the open segment complete with its parent-segment bytes.
+    pub(crate) fn complete_open(&mut self, data: Bytes) -> Option<u64> {
+        let open = self.open_segment_mut()?;
+        open.data = Some(data);
+        open.clear_parts = Vec::new();
+        let msn = open.msn;
+        self.segments_published += 1;
+        Some(msn)
+    }
+
+    /// Applies the retention rules and returns the file names that left
+    /// memory (so the caller deletes them from the store):
+    /// - `window` complete segments are listed;
+    /// - a segment that left the playlist stays fetchable for the playlist's
+    ///   duration plus its own (RFC 8216 §6.2.2), i.e. `window + 1` more segments;
+    /// - part files stay 6 target durations from the live edge (listed for 3);
+    /// - init segments stay while a retained segment uses them.
+    pub(crate) fn enforce_retention(&mut self, window: usize, target_duration_ns: u64) -> Vec<String> {
+        let mut removed = Vec::new();
+        let window = window as u64;
+        let last_complete = self.last_complete();
+        if let Some(last_complete) = last_complete {
+            while last_complete.saturating_sub(self.listed_from) + 1 > window && self.listed_from <= last_complete {
+                if self.segment(self.listed_from).is_some_and(|s| s.discontinuity) {
+                    self.discontinuity_sequence += 1;
+                }
+                self.listed_from += 1;
+            }
+        }
+        while let Some(front) = self.segments.front() {
+            if !front.is_complete() || front.msn.saturating_add(window + 1) >= self.listed_from {
+                break;
+            }
+            if let Some(segment) = self.segments.pop_front() {
+                removed.push(segment_file(segment.msn));
+                for (index, part) in segment.parts.iter().enumerate() {
+                    if part.data.is_some() {
+                        removed.push(part_file(segment.msn, index as u64));
+                    }
+                }
+            }
+        }
+        let edge = self.timeline_end_ns();
+        let part_horizon = target_duration_ns.saturating_mul(6);
+        for segment in self.segments.iter_mut().filter(|s| s.is_complete()) {
+            if segment.end_ns().saturating_add(part_horizon) >= edge {
+                break;
+            }
+            for (index, part) in segment.parts.iter_mut().enumerate() {
+                if part.data.take().is_some() {
+                    removed.push(part_file(segment.msn, index as u64));
+                }
+            }
+        }
+        let oldest_used = self.segments.iter().map(|s| s.init_id).min();
+        let current = self.current_init;
+        while let Some((id, _)) = self.inits.front() {
+            let id = *id;
+            let in_use = Some(id) == current || oldest_used.is_some_and(|oldest| id >= oldest);
+            if in_use {
+                break;
+            }
+            self.inits.pop_front();
+            removed.push(init_file(id));
+        }
+        removed
+    }
+
+    /// Every file this rendition still holds (to delete them all).
+    pub(crate) fn all_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = self.inits.iter().map(|(id, _)| init_file(*id)).collect();
+        for segment in &self.segments {
+            if segment.is_complete() {
+                files.push(segment_file(segment.msn));
+            }
+            for (index, part) in segment.parts.iter().enumerate() {
+                if part.data.is_some() {
+                    files.push(part_file(segment.msn, index as u64));
+                }
+            }
+        }
+        files
+    }
+
+    pub(crate) fn stats(&self) -> RenditionStats {
+        let last = self.last_part();
+        let retained_bytes = self.inits.iter().map(|(_, d)| d.len()).sum::<usize>()
+            + self
+                .segments
+                .iter()
+                .map(|s| {
+                    s.data.as_ref().map_or(0, Bytes::len)
+                        + s.parts
+                            .iter()
+                            .filter_map(|p| p.data.as_ref())
+                            .map(Bytes::len)
+                            .sum::<usize>()
+                        + s.clear_parts.iter().map(Bytes::len).sum::<usize>()
+                })
+                .sum::<usize>();
+        RenditionStats {
+            name: self.spec.name.clone(),
+            last_msn: last.map(|(m, _)| m),
+            last_part: last.map(|(_, p)| p),
+            parts_published: self.parts_published,
+            segments_published: self.segments_published,
+            bytes_in: self.bytes_in,
+            retained_segments: self.segments.len(),
+            retained_bytes,
+        }
+    }
+}
+
+pub(crate) fn segment_file(msn: u64) -> String {
+    format!("{msn}.mp4")
+}
+
+pub(crate) fn part_file(msn: u64, part: u64) -> String {
+    format!("{msn}.{part}.mp4")
+}
+
+pub(crate) fn init_file(id: u64) -> String {
+    format!("init{id}.mp4")
+}

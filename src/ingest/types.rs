@@ -1,0 +1,119 @@
+//! What every ingest protocol hands downstream. RTMP, WHIP and RTSP all
+//! normalise to these so that nothing after ingest knows the protocol.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Decoder configuration of the video track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoConfig {
+    /// `avcC` body: an AVCDecoderConfigurationRecord (ISO/IEC 14496-15).
+    H264 { avcc: Bytes },
+}
+
+/// Decoder configuration of the audio track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioConfig {
+    /// An AudioSpecificConfig (ISO/IEC 14496-3), as carried in the FLV AAC sequence header.
+    Aac { asc: Bytes },
+}
+
+/// One coded video access unit.
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    /// Decode time in milliseconds on the publish session's timeline
+    /// (u32 RTMP wrap already unfolded; never goes backwards within a session).
+    pub dts_ms: i64,
+    /// Presentation time in milliseconds (dts + composition offset).
+    pub pts_ms: i64,
+    /// True for IDR / random-access frames.
+    pub keyframe: bool,
+    /// Length-prefixed NAL units (4-byte lengths, "AVC" stream format).
+    pub data: Bytes,
+}
+
+/// One coded audio frame (raw AAC, no ADTS header).
+#[derive(Debug, Clone)]
+pub struct AudioFrame {
+    pub pts_ms: i64,
+    pub data: Bytes,
+}
+
+/// Stream metadata as announced by the publisher (RTMP `onMetaData`).
+/// Every field is optional because encoders disagree on what they send.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamMetadata {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<f64>,
+    pub video_bitrate_kbps: Option<f64>,
+    pub audio_bitrate_kbps: Option<f64>,
+    /// Publisher said it sends video (a video codec id was announced).
+    pub has_video: Option<bool>,
+    /// Publisher said it sends audio.
+    pub has_audio: Option<bool>,
+    pub encoder: Option<String>,
+}
+
+/// Everything a publish session sends downstream, in arrival order.
+#[derive(Debug, Clone)]
+pub enum MediaPacket {
+    Metadata(StreamMetadata),
+    VideoConfig(VideoConfig),
+    AudioConfig(AudioConfig),
+    Video(VideoFrame),
+    Audio(AudioFrame),
+}
+
+/// A publisher asks to publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// "rtmp", "whip", "rtsp".
+    pub protocol: &'static str,
+    /// Application name from the URL (`live` in `rtmp://host/live/<key>`).
+    pub app: String,
+    /// The stream key with any `?query` already removed.
+    pub stream_key: String,
+    pub client_addr: SocketAddr,
+    /// Process-unique connection id, for logs.
+    pub connection_id: u64,
+}
+
+/// Why a publish was refused. `description` is shown to the publisher
+/// (ffmpeg prints it as "Server error: <description>").
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {description}")]
+pub struct PublishRejection {
+    pub code: RejectCode,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// Unknown or disabled stream key (`NetStream.Publish.BadName`).
+    BadName,
+    /// Known key, but refused for another reason: limits, failing control plane
+    /// (`NetStream.Publish.Rejected`).
+    Rejected,
+}
+
+/// An accepted publish. Ingest pushes media into `media` and must stop
+/// (close the connection) as soon as `kicked` is cancelled or `media` is closed.
+#[derive(Debug)]
+pub struct PublishSession {
+    pub stream_id: String,
+    pub media: mpsc::Sender<MediaPacket>,
+    pub kicked: CancellationToken,
+}
+
+/// The one door from ingest into the rest of the server: authorise a publish
+/// and get a session to push media into. Implemented by the control plane.
+pub trait PublishGate: Send + Sync + 'static {
+    fn begin(
+        &self,
+        request: PublishRequest,
+    ) -> futures::future::BoxFuture<'static, Result<PublishSession, PublishRejection>>;
+}

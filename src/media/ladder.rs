@@ -1,0 +1,643 @@
+//! One ladder per stream: discover the tracks, build the pipeline, feed it,
+//! and always tear it down.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::codec::{parse_asc, parse_avcc};
+use super::output::EventSink;
+use super::pipeline::{self, AudioSource, BuiltPipeline, VideoSource};
+use super::profile::{AudioMode, LadderProfile};
+use super::types::LadderEvent;
+use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LadderSettings {
+    /// LL-HLS part target = CMAF chunk duration.
+    pub part_target: Duration,
+    /// Segment target = CMAF fragment duration.
+    pub segment_target: Duration,
+}
+
+/// A running ladder. Dropping it or calling [`LadderHandle::stop`] tears the
+/// pipeline down; `Ended` is still sent exactly once.
+pub struct LadderHandle {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LadderHandle {
+    /// Stops the ladder and waits until the pipeline is torn down.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for LadderHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// How much media (by timestamps) we wait for a missing track's config
+/// when the metadata did not say which tracks to expect.
+const DISCOVERY_SPAN_MS: i64 = 700;
+/// The same, when the metadata promised a track that has not shown up.
+const PROMISED_TRACK_SPAN_MS: i64 = 1500;
+const MAX_BUFFERED_PACKETS: usize = 1500;
+/// Feeder back-pressure: stop reading input while an appsrc holds more.
+const MAX_QUEUED_BYTES: u64 = 4 * 1024 * 1024;
+const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Must be called inside a Tokio runtime.
+pub fn spawn_ladder(
+    stream_id: &str,
+    profile: &LadderProfile,
+    settings: &LadderSettings,
+    input: mpsc::Receiver<MediaPacket>,
+    output: mpsc::Sender<LadderEvent>,
+) -> LadderHandle {
+    let stop = CancellationToken::new();
+    let ladder = Ladder {
+        stream_id: stream_id.to_string(),
+        profile: profile.clone(),
+        settings: settings.clone(),
+        events: EventSink {
+            tx: output,
+            stopping: stop.clone(),
+        },
+        stop: stop.clone(),
+    };
+    let span = tracing::info_span!("ladder", stream_id = %stream_id);
+    let task = tokio::spawn(ladder.run(input).instrument(span));
+    LadderHandle { stop, task: Some(task) }
+}
+
+struct Ladder {
+    stream_id: String,
+    profile: LadderProfile,
+    settings: LadderSettings,
+    events: EventSink,
+    stop: CancellationToken,
+}
+
+/// Sets the pipeline to Null however the task ends (even if the runtime
+/// drops it).
+struct Teardown(gst::Pipeline);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+#[derive(Default)]
+struct Discovery {
+    metadata: Option<StreamMetadata>,
+    video_config: Option<Bytes>,
+    audio_config: Option<Bytes>,
+    buffered: Vec<MediaPacket>,
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+    seen_video_key: bool,
+}
+
+impl Discovery {
+    fn note_ts(&mut self, ts: i64) {
+        self.first_ts = Some(self.first_ts.map_or(ts, |f| f.min(ts)));
+        self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
+    }
+
+    fn span_ms(&self) -> i64 {
+        match (self.first_ts, self.last_ts) {
+            (Some(first), Some(last)) => last - first,
+            _ => 0,
+        }
+    }
+
+    fn accept(&mut self, packet: MediaPacket, audio_wanted: bool) {
+        match packet {
+            MediaPacket::Metadata(meta) => self.metadata = Some(meta),
+            MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => self.video_config = Some(avcc),
+            MediaPacket::AudioConfig(AudioConfig::Aac { asc }) => {
+                if audio_wanted {
+                    self.audio_config = Some(asc)
+                }
+            }
+            MediaPacket::Video(frame) => {
+                self.note_ts(frame.dts_ms);
+                // Start the video at the first keyframe after its config.
+                if self.video_config.is_some() && (self.seen_video_key || frame.keyframe) {
+                    self.seen_video_key = true;
+                    self.buffered.push(MediaPacket::Video(frame));
+                }
+            }
+            MediaPacket::Audio(frame) => {
+                self.note_ts(frame.pts_ms);
+                if self.audio_config.is_some() {
+                    self.buffered.push(MediaPacket::Audio(frame));
+                }
+            }
+        }
+    }
+
+    fn ready(&self) -> bool {
+        if self.buffered.len() >= MAX_BUFFERED_PACKETS {
+            return self.video_config.is_some() || self.audio_config.is_some();
+        }
+        let meta = self.metadata.as_ref();
+        let has_video = meta.and_then(|m| m.has_video);
+        let has_audio = meta.and_then(|m| m.has_audio);
+        let video_ok = self.video_config.is_some() || has_video == Some(false);
+        let audio_ok = self.audio_config.is_some() || has_audio == Some(false);
+        if video_ok && audio_ok {
+            return self.video_config.is_some() || self.audio_config.is_some();
+        }
+        let any = self.video_config.is_some() || self.audio_config.is_some();
+        let patience = if has_video == Some(true) || has_audio == Some(true) {
+            PROMISED_TRACK_SPAN_MS
+        } else {
+            DISCOVERY_SPAN_MS
+        };
+        any && self.span_ms() >= patience
+    }
+
+    /// Frame rate: announced, else measured from buffered decode times.
+    fn video_fps(&self) -> f64 {
+        if let Some(fps) = self.metadata.as_ref().and_then(|m| m.framerate) {
+            if fps.is_finite() && (1.0..=240.0).contains(&fps) {
+                return fps;
+            }
+        }
+        let mut deltas: Vec<i64> = self
+            .buffered
+            .iter()
+            .filter_map(|p| match p {
+                MediaPacket::Video(f) => Some(f.dts_ms),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|d| *d > 0)
+            .collect();
+        deltas.sort_unstable();
+        match deltas.get(deltas.len() / 2) {
+            Some(&median) => (1000.0 / median as f64).clamp(1.0, 240.0),
+            None => 30.0,
+        }
+    }
+
+    fn measured_bitrate(&self, video: bool) -> Option<u64> {
+        let (mut bytes, mut first, mut last) = (0u64, None::<i64>, None::<i64>);
+        for packet in &self.buffered {
+            let (ts, len) = match packet {
+                MediaPacket::Video(f) if video => (f.dts_ms, f.data.len()),
+                MediaPacket::Audio(f) if !video => (f.pts_ms, f.data.len()),
+                _ => continue,
+            };
+            bytes += len as u64;
+            first = Some(first.map_or(ts, |f| f.min(ts)));
+            last = Some(last.map_or(ts, |l| l.max(ts)));
+        }
+        let span = last? - first?;
+        (span >= 500).then(|| bytes * 8 * 1000 / span as u64)
+    }
+}
+
+enum Stop {
+    InputEnded,
+    Stopped,
+    OutputClosed,
+    Failed(String),
+}
+
+impl Ladder {
+    async fn run(self, input: mpsc::Receiver<MediaPacket>) {
+        let result = self.run_inner(input).await;
+        if let Err(reason) = &result {
+            tracing::warn!(%reason, "ladder failed");
+        } else {
+            tracing::info!("ladder ended");
+        }
+        // Not through `send_blocking`: it refuses once stopping, and Ended
+        // must still go out after stop().
+        let _ = self.events.tx.send(LadderEvent::Ended(result)).await;
+    }
+
+    async fn run_inner(&self, mut input: mpsc::Receiver<MediaPacket>) -> Result<(), String> {
+        super::init().map_err(|e| e.to_string())?;
+        let audio_wanted = self.profile.audio == AudioMode::Copy;
+        let mut discovery = Discovery::default();
+        let mut input_open = true;
+        while !discovery.ready() {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(()),
+                packet = input.recv() => match packet {
+                    Some(packet) => discovery.accept(packet, audio_wanted),
+                    None => { input_open = false; break; }
+                },
+            }
+        }
+        if discovery.video_config.is_none() && discovery.audio_config.is_none() {
+            return Err("input ended before any track configuration arrived".into());
+        }
+
+        let video = match &discovery.video_config {
+            Some(avcc) => {
+                let info = parse_avcc(avcc).map_err(|e| format!("video config: {e}"))?;
+                let bitrate_bps = discovery
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.video_bitrate_kbps)
+                    .filter(|k| k.is_finite() && *k > 0.0)
+                    .map(|k| (k * 1000.0) as u64)
+                    .or_else(|| discovery.measured_bitrate(true));
+                Some(VideoSource {
+                    avcc: avcc.clone(),
+                    info,
+                    fps: discovery.video_fps(),
+                    bitrate_bps,
+                })
+            }
+            None => None,
+        };
+        let audio = match &discovery.audio_config {
+            Some(asc) => {
+                let info = parse_asc(asc).map_err(|e| format!("audio config: {e}"))?;
+                let bitrate_bps = discovery
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.audio_bitrate_kbps)
+                    .filter(|k| k.is_finite() && *k > 0.0)
+                    .map(|k| (k * 1000.0) as u64)
+                    .or_else(|| discovery.measured_bitrate(false));
+                Some(AudioSource {
+                    asc: asc.clone(),
+                    info,
+                    bitrate_bps,
+                })
+            }
+            None => None,
+        };
+
+        let built = pipeline::build(
+            &self.stream_id,
+            &self.profile,
+            &self.settings,
+            video.as_ref(),
+            audio.as_ref(),
+            self.events.clone(),
+        )
+        .map_err(|e| format!("building the pipeline: {e}"))?;
+        let teardown = Teardown(built.pipeline.clone());
+        tracing::info!(
+            renditions = ?built.renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            "ladder built"
+        );
+        if !self
+            .events
+            .send_blocking_async(LadderEvent::Renditions(built.renditions.clone()))
+            .await
+        {
+            return Ok(());
+        }
+        built
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("starting the pipeline: {e}"))?;
+
+        let mut feeder = Feeder::new(&built, &discovery, self.settings.segment_target);
+        for packet in std::mem::take(&mut discovery.buffered) {
+            feeder.push(packet);
+        }
+        for warning in std::mem::take(&mut feeder.warnings) {
+            let _ = self.events.send_blocking_async(LadderEvent::Warning(warning)).await;
+        }
+        let outcome = self.feed(&built, &mut feeder, input, input_open).await;
+        let result = match outcome {
+            Stop::InputEnded => self.drain(&built).await,
+            Stop::Stopped | Stop::OutputClosed => Ok(()),
+            Stop::Failed(reason) => Err(reason),
+        };
+        // Stop callbacks from blocking on a full output before tearing down.
+        self.stop.cancel();
+        let pipeline = teardown.0.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(teardown);
+            drop(pipeline);
+        })
+        .await;
+        for router in &built.routers {
+            for event in router.finish() {
+                let _ = self.events.tx.send(event).await;
+            }
+        }
+        result
+    }
+
+    async fn feed(
+        &self,
+        built: &BuiltPipeline,
+        feeder: &mut Feeder,
+        mut input: mpsc::Receiver<MediaPacket>,
+        input_open: bool,
+    ) -> Stop {
+        if !input_open {
+            return Stop::InputEnded;
+        }
+        let Some(bus) = built.pipeline.bus() else {
+            return Stop::Failed("pipeline has no bus".into());
+        };
+        let mut messages = bus.stream();
+        loop {
+            let backlogged = feeder.backlogged();
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Stop::Stopped,
+                _ = self.events.tx.closed() => return Stop::OutputClosed,
+                message = messages.next() => {
+                    if let Some(reason) = message.as_ref().and_then(bus_error) {
+                        return Stop::Failed(reason);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(5)), if backlogged => {}
+                packet = input.recv(), if !backlogged => match packet {
+                    Some(packet) => {
+                        feeder.push(packet);
+                        for warning in std::mem::take(&mut feeder.warnings) {
+                            tracing::warn!("{warning}");
+                            if !self.events.send_blocking_async(LadderEvent::Warning(warning)).await {
+                                return Stop::Stopped;
+                            }
+                        }
+                    }
+                    None => return Stop::InputEnded,
+                },
+            }
+        }
+    }
+
+    async fn drain(&self, built: &BuiltPipeline) -> Result<(), String> {
+        for src in [&built.video_src, &built.audio_src].into_iter().flatten() {
+            let _ = src.end_of_stream();
+        }
+        let Some(bus) = built.pipeline.bus() else {
+            return Err("pipeline has no bus".into());
+        };
+        let mut messages = bus.stream();
+        let deadline = tokio::time::sleep(EOS_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(()),
+                _ = &mut deadline => {
+                    tracing::warn!("pipeline did not drain within {EOS_TIMEOUT:?}");
+                    return Err(format!("pipeline did not drain within {EOS_TIMEOUT:?}"));
+                }
+                message = messages.next() => match message {
+                    None => return Ok(()),
+                    Some(message) => {
+                        if let Some(reason) = bus_error(&message) {
+                            return Err(reason);
+                        }
+                        if matches!(message.view(), gst::MessageView::Eos(_)) {
+                            return Ok(());
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl EventSink {
+    async fn send_blocking_async(&self, event: LadderEvent) -> bool {
+        tokio::select! {
+            biased;
+            sent = self.tx.send(event) => sent.is_ok(),
+            _ = self.stopping.cancelled() => false,
+        }
+    }
+}
+
+fn bus_error(message: &gst::Message) -> Option<String> {
+    match message.view() {
+        gst::MessageView::Error(err) => {
+            let element = message
+                .src()
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| "?".into());
+            Some(format!("{element}: {}", err.error()))
+        }
+        _ => None,
+    }
+}
+
+/// Pushes ingest packets into the appsrcs on one timeline.
+struct Feeder {
+    video_src: Option<gst_app::AppSrc>,
+    audio_src: Option<gst_app::AppSrc>,
+    planner: Option<std::sync::Arc<std::sync::Mutex<super::keys::KeyPlanner>>>,
+    base_ms: Option<i64>,
+    video_started: bool,
+    last_video_dts: Option<i64>,
+    last_audio_pts: Option<i64>,
+    current_avcc: Option<Bytes>,
+    dropped: u64,
+    last_source_key_ms: Option<i64>,
+    long_gop_limit_ms: i64,
+    long_gop_seen: bool,
+    switchable: Vec<std::sync::Arc<super::output::RenditionRouter>>,
+    /// Operator warnings raised while pushing, sent by the async loop.
+    warnings: Vec<String>,
+}
+
+impl Feeder {
+    fn new(built: &BuiltPipeline, discovery: &Discovery, segment_target: Duration) -> Self {
+        // The earliest buffered timestamp is zero on the output timeline.
+        let base_ms = discovery
+            .buffered
+            .iter()
+            .map(|p| match p {
+                MediaPacket::Video(f) => f.dts_ms.min(f.pts_ms),
+                MediaPacket::Audio(f) => f.pts_ms,
+                _ => i64::MAX,
+            })
+            .min()
+            .filter(|&m| m != i64::MAX);
+        Self {
+            video_src: built.video_src.clone(),
+            audio_src: built.audio_src.clone(),
+            planner: built.key_planner.clone(),
+            base_ms,
+            video_started: false,
+            last_video_dts: None,
+            last_audio_pts: None,
+            current_avcc: discovery.video_config.clone(),
+            dropped: 0,
+            last_source_key_ms: None,
+            long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
+            long_gop_seen: false,
+            switchable: built.switchable.clone(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        [&self.video_src, &self.audio_src]
+            .into_iter()
+            .flatten()
+            .any(|src| src.current_level_bytes() > MAX_QUEUED_BYTES)
+    }
+
+    fn to_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
+        let base = *self.base_ms.get_or_insert(ts_ms);
+        let rel = ts_ms.checked_sub(base)?;
+        u64::try_from(rel).ok().map(|ms| gst::ClockTime::from_mseconds(ms))
+    }
+
+    fn drop_packet(&mut self, why: &str) {
+        self.dropped += 1;
+        if self.dropped.is_power_of_two() {
+            tracing::warn!(dropped = self.dropped, "dropping input packet: {why}");
+        }
+    }
+
+    fn push(&mut self, packet: MediaPacket) {
+        match packet {
+            MediaPacket::Metadata(_) | MediaPacket::AudioConfig(_) => {}
+            MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => {
+                if self.current_avcc.as_ref() != Some(&avcc) {
+                    self.video_config_changed(avcc);
+                }
+            }
+            MediaPacket::Video(frame) => {
+                let Some(src) = self.video_src.clone() else {
+                    return;
+                };
+                if !self.video_started && !frame.keyframe {
+                    return;
+                }
+                if self.last_video_dts.is_some_and(|last| frame.dts_ms < last) {
+                    return self.drop_packet("video decode time went backwards");
+                }
+                let (Some(dts), Some(pts)) = (self.to_ns(frame.dts_ms), self.to_ns(frame.pts_ms)) else {
+                    return self.drop_packet("video timestamp before the ladder start");
+                };
+                self.video_started = true;
+                self.last_video_dts = Some(frame.dts_ms);
+                let mut buffer = gst::Buffer::from_slice(frame.data);
+                if let Some(buffer) = buffer.get_mut() {
+                    buffer.set_dts(dts);
+                    buffer.set_pts(pts);
+                    if !frame.keyframe {
+                        buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
+                    }
+                }
+                if frame.keyframe {
+                    self.last_source_key_ms = Some(frame.pts_ms);
+                    if let Some(Ok(mut planner)) = self.planner.as_ref().map(|p| p.lock()) {
+                        planner.source_keyframe(pts.nseconds());
+                    }
+                } else {
+                    self.check_long_gop(frame.pts_ms, pts);
+                }
+                if src.push_buffer(buffer).is_err() {
+                    self.drop_packet("video appsrc refused the buffer");
+                }
+            }
+            MediaPacket::Audio(frame) => {
+                let Some(src) = self.audio_src.clone() else {
+                    return;
+                };
+                if self.last_audio_pts.is_some_and(|last| frame.pts_ms < last) {
+                    return self.drop_packet("audio timestamp went backwards");
+                }
+                let Some(pts) = self.to_ns(frame.pts_ms) else {
+                    return self.drop_packet("audio timestamp before the ladder start");
+                };
+                self.last_audio_pts = Some(frame.pts_ms);
+                let mut buffer = gst::Buffer::from_slice(frame.data);
+                if let Some(buffer) = buffer.get_mut() {
+                    buffer.set_pts(pts);
+                }
+                if src.push_buffer(buffer).is_err() {
+                    self.drop_packet("audio appsrc refused the buffer");
+                }
+            }
+        }
+    }
+
+    /// Decided here, before the frame enters the pipeline, because the
+    /// passthrough branch runs ahead of the decoder: the hand-over point must
+    /// be known before the passthrough muxes past it.
+    fn check_long_gop(&mut self, pts_ms: i64, pts: gst::ClockTime) {
+        let Some(last_key) = self.last_source_key_ms else {
+            return;
+        };
+        if self.long_gop_seen || pts_ms - last_key <= self.long_gop_limit_ms {
+            return;
+        }
+        self.long_gop_seen = true;
+        let limit_s = self.long_gop_limit_ms as f64 / 1000.0;
+        if self.switchable.is_empty() {
+            self.warnings.push(format!(
+                "Source keyframes are more than {limit_s:.1} s apart, so segments are too long                  for low latency. Set the keyframe interval to 2 s in the encoder                  (OBS: Output > Keyframe Interval = 2)."
+            ));
+            return;
+        }
+        for router in &self.switchable {
+            router.switch_at(pts.nseconds());
+        }
+        if let Some(Ok(mut planner)) = self.planner.as_ref().map(|p| p.lock()) {
+            planner.schedule_switch(pts.nseconds());
+        }
+        self.warnings.push(format!(
+            "Source keyframes are more than {limit_s:.1} s apart, so the top rendition is now              re-encoded instead of copied (costs CPU). Set the keyframe interval to 2 s in the              encoder (OBS: Output > Keyframe Interval = 2)."
+        ));
+    }
+
+    fn video_config_changed(&mut self, avcc: Bytes) {
+        let Some(src) = self.video_src.as_ref() else {
+            return;
+        };
+        match parse_avcc(&avcc) {
+            Ok(info) => {
+                tracing::info!(codecs = %info.codecs(), width = info.width, height = info.height,
+                    "video configuration changed mid-stream");
+                let caps = src.caps().map(|caps| {
+                    let mut caps = caps.copy();
+                    if let Some(s) = caps.make_mut().structure_mut(0) {
+                        s.set("codec_data", gst::Buffer::from_slice(avcc.clone()));
+                        s.set("width", info.width as i32);
+                        s.set("height", info.height as i32);
+                    }
+                    caps
+                });
+                if let Some(caps) = caps {
+                    src.set_caps(Some(&caps));
+                }
+                self.current_avcc = Some(avcc);
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring a bad mid-stream video configuration"),
+        }
+    }
+}

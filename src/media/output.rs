@@ -1,0 +1,273 @@
+//! From cmafmux buffers on GStreamer streaming threads to `LadderEvent`s.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::types::{CmafChunk, LadderEvent};
+
+/// Sends events from GStreamer threads. Blocks for back-pressure like
+/// `blocking_send`, but gives up when the ladder is being torn down so that a
+/// stalled consumer can never deadlock `set_state(Null)`.
+#[derive(Clone)]
+pub(crate) struct EventSink {
+    pub tx: mpsc::Sender<LadderEvent>,
+    pub stopping: CancellationToken,
+}
+
+impl EventSink {
+    /// False when the event could not be delivered (receiver gone or stopping).
+    pub fn send_blocking(&self, event: LadderEvent) -> bool {
+        let send = self.tx.send(event);
+        let stop = self.stopping.cancelled();
+        futures::executor::block_on(async {
+            tokio::select! {
+                biased;
+                sent = send => sent.is_ok(),
+                _ = stop => false,
+            }
+        })
+    }
+}
+
+/// Which producer of a rendition an appsink belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Producer {
+    Primary,
+    /// The source-resolution encode that replaces a passthrough rung in
+    /// long-GOP mode.
+    Fallback,
+}
+
+#[derive(Default)]
+struct RouterState {
+    switch_pts_ns: Option<u64>,
+    primary_done: bool,
+    held: Vec<LadderEvent>,
+}
+
+/// Orders the hand-over from the passthrough producer to its fallback encode:
+/// passthrough chunks that end by the switch point go out, then the
+/// fallback's new init and chunks.
+pub(crate) struct RenditionRouter {
+    pub index: usize,
+    state: Mutex<RouterState>,
+}
+
+/// The fallback may run ahead of the passthrough by a few chunks; more than
+/// this means the passthrough producer stalled, and the fallback goes live.
+const MAX_HELD_EVENTS: usize = 64;
+
+impl RenditionRouter {
+    pub fn new(index: usize) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            state: Mutex::new(RouterState::default()),
+        })
+    }
+
+    pub fn switch_at(&self, pts_ns: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.switch_pts_ns.get_or_insert(pts_ns);
+        }
+    }
+
+    /// Events to forward now, in order.
+    fn route(&self, producer: Producer, event: LadderEvent) -> Vec<LadderEvent> {
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let Some(switch) = state.switch_pts_ns else {
+            return match producer {
+                Producer::Primary => vec![event],
+                // Cannot happen (the fallback valve opens only at the switch);
+                // never mix two producers' chunks under one init.
+                Producer::Fallback => Vec::new(),
+            };
+        };
+        match producer {
+            Producer::Primary if state.primary_done => Vec::new(),
+            Producer::Primary => match &event {
+                LadderEvent::Chunk { chunk, .. } if chunk.pts_ns + chunk.duration_ns <= switch + 1_000_000 => {
+                    vec![event]
+                }
+                LadderEvent::Chunk { .. } => {
+                    state.primary_done = true;
+                    std::mem::take(&mut state.held)
+                }
+                _ => vec![event],
+            },
+            Producer::Fallback if state.primary_done => vec![event],
+            Producer::Fallback => {
+                state.held.push(event);
+                if state.held.len() > MAX_HELD_EVENTS {
+                    state.primary_done = true;
+                    std::mem::take(&mut state.held)
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// At the end of the stream: whatever the fallback produced goes out.
+    pub fn finish(&self) -> Vec<LadderEvent> {
+        match self.state.lock() {
+            Ok(mut state) => {
+                state.primary_done = true;
+                std::mem::take(&mut state.held)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Wires an appsink after a cmafmux to the event sink.
+pub(crate) fn attach_appsink(
+    appsink: &gst_app::AppSink,
+    router: Arc<RenditionRouter>,
+    producer: Producer,
+    events: EventSink,
+) {
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buffers: Vec<gst::Buffer> = if let Some(list) = sample.buffer_list() {
+                    list.iter_owned().collect()
+                } else if let Some(buffer) = sample.buffer_owned() {
+                    vec![buffer]
+                } else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                // Encoders shift their segment (x264enc by 1000 h) so buffer
+                // PTS differ between branches; running time is the shared timeline.
+                let segment = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                for event in cmaf_events(router.index, &buffers, segment.as_ref()) {
+                    for routed in router.route(producer, event) {
+                        if !events.send_blocking(routed) {
+                            return Err(gst::FlowError::Flushing);
+                        }
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+fn box_type(data: &[u8]) -> Option<&[u8]> {
+    data.get(4..8)
+}
+
+/// One cmafmux output list → an optional init plus one chunk.
+fn cmaf_events(
+    rendition: usize,
+    buffers: &[gst::Buffer],
+    segment: Option<&gst::FormattedSegment<gst::ClockTime>>,
+) -> Vec<LadderEvent> {
+    let mut events = Vec::new();
+    let mut chunk_data = BytesMut::new();
+    let mut chunk_head: Option<&gst::BufferRef> = None;
+    for buffer in buffers {
+        let Ok(map) = buffer.map_readable() else {
+            continue;
+        };
+        if chunk_head.is_none() && box_type(&map) == Some(b"ftyp") {
+            events.push(LadderEvent::Init {
+                rendition,
+                data: Bytes::copy_from_slice(&map),
+            });
+            continue;
+        }
+        if chunk_head.is_none() {
+            chunk_head = Some(buffer.as_ref());
+        }
+        chunk_data.extend_from_slice(&map);
+    }
+    if let Some(head) = chunk_head {
+        let data = chunk_data.freeze();
+        let starts_segment = !head.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let independent = starts_segment || first_sample_is_sync(&data).unwrap_or(false);
+        events.push(LadderEvent::Chunk {
+            rendition,
+            chunk: CmafChunk {
+                pts_ns: head
+                    .pts()
+                    .map(|pts| segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts).nseconds())
+                    .unwrap_or(0),
+                duration_ns: head.duration().map(|t| t.nseconds()).unwrap_or(0),
+                starts_segment,
+                independent,
+                data,
+            },
+        });
+    }
+    events
+}
+
+/// Iterates the boxes of `data` as (type, body).
+fn boxes(mut data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let size = u32::from_be_bytes(data.get(0..4)?.try_into().ok()?) as usize;
+        if size < 8 || size > data.len() {
+            return None;
+        }
+        let kind = data.get(4..8)?;
+        let body = data.get(8..size)?;
+        data = data.get(size..)?;
+        Some((kind, body))
+    })
+}
+
+fn be_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads the first sample's flags from `moof/traf/{tfhd,trun}`.
+pub(crate) fn first_sample_is_sync(chunk: &[u8]) -> Option<bool> {
+    const NON_SYNC: u32 = 0x0001_0000;
+    let (_, moof) = boxes(chunk).find(|(kind, _)| *kind == b"moof")?;
+    let (_, traf) = boxes(moof).find(|(kind, _)| *kind == b"traf")?;
+    let mut default_flags = None;
+    for (kind, body) in boxes(traf) {
+        if kind == b"tfhd" {
+            let flags = be_u32(body, 0)? & 0x00ff_ffff;
+            let mut at = 8; // version/flags + track id
+            for (bit, len) in [(0x01, 8), (0x02, 4), (0x08, 4), (0x10, 4)] {
+                if flags & bit != 0 {
+                    at += len;
+                }
+            }
+            if flags & 0x20 != 0 {
+                default_flags = Some(be_u32(body, at)?);
+            }
+        } else if kind == b"trun" {
+            let flags = be_u32(body, 0)? & 0x00ff_ffff;
+            let mut at = 8; // version/flags + sample count
+            if flags & 0x01 != 0 {
+                at += 4;
+            }
+            if flags & 0x04 != 0 {
+                return Some(be_u32(body, at)? & NON_SYNC == 0);
+            }
+            if flags & 0x100 != 0 {
+                at += 4;
+            }
+            if flags & 0x200 != 0 {
+                at += 4;
+            }
+            if flags & 0x400 != 0 {
+                return Some(be_u32(body, at)? & NON_SYNC == 0);
+            }
+            return default_flags.map(|f| f & NON_SYNC == 0);
+        }
+    }
+    None
+}

@@ -1,0 +1,477 @@
+//! Building the GStreamer pipeline for one stream.
+//!
+//! ```text
+//! video appsrc ─ tee ─ queue ─ h264parse ─ cmafmux ─ appsink            (passthrough)
+//!                  └─ queue ─ h264parse ─ avdec_h264 ─[keys]─ videoconvert ─ I420 ─ tee₀
+//! tee₀ ─ queue ─ valve ─ x264enc ─ h264parse ─ cmafmux ─ appsink         (long-GOP fallback)
+//! tee₀ ─ queue ─ videoscale ─ caps ─ teeₙ ─ queue ─ x264enc ─ … appsink  (each rung; teeₙ feeds
+//!                                                                        the next smaller rung)
+//! audio appsrc ─ aacparse ─ cmafmux ─ appsink
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::codec::{h264_level_for, x264_profile_bytes, AacInfo, AvcInfo};
+use super::keys::{drop_upstream_key_requests, install_key_probe, KeyPlanner};
+use super::ladder::LadderSettings;
+use super::output::{attach_appsink, EventSink, Producer, RenditionRouter};
+use super::profile::LadderProfile;
+use super::types::{RenditionKind, RenditionSpec};
+
+pub(crate) struct VideoSource {
+    pub avcc: Bytes,
+    pub info: AvcInfo,
+    pub fps: f64,
+    /// Measured or announced source bitrate, bits per second.
+    pub bitrate_bps: Option<u64>,
+}
+
+pub(crate) struct AudioSource {
+    pub asc: Bytes,
+    pub info: AacInfo,
+    pub bitrate_bps: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RungKind {
+    /// Copy of the source; `fallback_kbps` is the encode used in long-GOP mode.
+    Passthrough {
+        fallback_kbps: u32,
+    },
+    Encode {
+        kbps: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PlannedRung {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub kind: RungKind,
+}
+
+fn even(value: f64) -> u32 {
+    ((value / 2.0).round() as u32).max(1) * 2
+}
+
+/// The video renditions for a source size, largest first.
+pub(crate) fn plan_video(
+    profile: &LadderProfile,
+    src_width: u32,
+    src_height: u32,
+    src_bitrate_bps: Option<u64>,
+) -> Vec<PlannedRung> {
+    let mut rungs: Vec<_> = profile.rungs.iter().filter(|r| r.height <= src_height).collect();
+    rungs.sort_by(|a, b| b.height.cmp(&a.height));
+    rungs.dedup_by_key(|r| r.height);
+    let width_for = |height: u32| {
+        if height == src_height {
+            src_width
+        } else {
+            even(f64::from(height) * f64::from(src_width) / f64::from(src_height.max(1)))
+        }
+    };
+    let mut planned = Vec::new();
+    if profile.passthrough {
+        let same_height = rungs.iter().find(|r| r.height == src_height);
+        let fallback_kbps = same_height.map(|r| r.bitrate_kbps).unwrap_or_else(|| {
+            src_bitrate_bps
+                .map(|bps| (bps / 1000) as u32)
+                .unwrap_or(((u64::from(src_width) * u64::from(src_height)) / 200) as u32)
+                .clamp(300, 20_000)
+        });
+        planned.push(PlannedRung {
+            name: same_height
+                .map(|r| r.rendition_name())
+                .unwrap_or_else(|| format!("{src_height}p")),
+            width: src_width,
+            height: src_height,
+            kind: RungKind::Passthrough { fallback_kbps },
+        });
+        rungs.retain(|r| r.height < src_height);
+    }
+    for rung in rungs {
+        planned.push(PlannedRung {
+            name: rung.rendition_name(),
+            width: width_for(rung.height),
+            height: rung.height,
+            kind: RungKind::Encode {
+                kbps: rung.bitrate_kbps,
+            },
+        });
+    }
+    planned
+}
+
+pub(crate) struct BuiltPipeline {
+    pub pipeline: gst::Pipeline,
+    pub video_src: Option<gst_app::AppSrc>,
+    pub audio_src: Option<gst_app::AppSrc>,
+    pub renditions: Vec<RenditionSpec>,
+    pub key_planner: Option<Arc<Mutex<KeyPlanner>>>,
+    pub routers: Vec<Arc<RenditionRouter>>,
+    /// Renditions that hand over to an encode in long-GOP mode (empty when
+    /// the profile has no fallback).
+    pub switchable: Vec<Arc<RenditionRouter>>,
+}
+
+fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .map_err(|e| format!("creating {factory} `{name}`: {e}"))
+}
+
+/// Sets an enum/flags/string property from the text an operator wrote,
+/// rejecting unknown values instead of panicking.
+fn set_text_property(element: &gst::Element, property: &str, text: &str) -> Result<(), String> {
+    let pspec = element
+        .find_property(property)
+        .ok_or_else(|| format!("{} has no property `{property}`", element.name()))?;
+    let value = glib_value_from_text(text, &pspec)
+        .ok_or_else(|| format!("{}: `{text}` is not a valid value for `{property}`", element.name()))?;
+    element.set_property_from_value(property, &value);
+    Ok(())
+}
+
+fn glib_value_from_text(text: &str, pspec: &gst::glib::ParamSpec) -> Option<gst::glib::Value> {
+    use gst::prelude::GstValueExt;
+    gst::glib::Value::deserialize_with_pspec(text, pspec).ok()
+}
+
+fn link_all(elements: &[&gst::Element]) -> Result<(), String> {
+    gst::Element::link_many(elements.iter().copied()).map_err(|_| {
+        let names: Vec<_> = elements.iter().map(|e| e.name().to_string()).collect();
+        format!("linking {}", names.join(" ! "))
+    })
+}
+
+struct Builder<'a> {
+    pipeline: gst::Pipeline,
+    settings: &'a LadderSettings,
+    profile: &'a LadderProfile,
+    events: EventSink,
+}
+
+impl Builder<'_> {
+    fn add(&self, factory: &str, name: &str) -> Result<gst::Element, String> {
+        let element = make(factory, name)?;
+        self.pipeline
+            .add(&element)
+            .map_err(|e| format!("adding `{name}`: {e}"))?;
+        Ok(element)
+    }
+
+    fn queue(&self, name: &str) -> Result<gst::Element, String> {
+        self.add("queue", name)
+    }
+
+    /// cmafmux ! appsink, returning the mux (to link into).
+    fn mux_and_sink(
+        &self,
+        tag: &str,
+        router: &Arc<RenditionRouter>,
+        producer: Producer,
+    ) -> Result<gst::Element, String> {
+        let mux = self.add("cmafmux", &format!("mux-{tag}"))?;
+        mux.set_property("fragment-duration", self.settings.segment_target.as_nanos() as u64);
+        mux.set_property("chunk-duration", self.settings.part_target.as_nanos() as u64);
+        set_text_property(&mux, "header-update-mode", "none")?;
+        let sink = self.add("appsink", &format!("sink-{tag}"))?;
+        sink.set_property("sync", false);
+        sink.set_property("async", false);
+        sink.set_property("buffer-list", true);
+        link_all(&[&mux, &sink])?;
+        for pad in mux.sink_pads() {
+            drop_upstream_key_requests(&pad);
+        }
+        let appsink = sink
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| "appsink is not an AppSink".to_string())?;
+        attach_appsink(&appsink, router.clone(), producer, self.events.clone());
+        Ok(mux)
+    }
+
+    fn x264(
+        &self,
+        tag: &str,
+        width: u32,
+        height: u32,
+        fps: f64,
+        kbps: u32,
+    ) -> Result<(Vec<gst::Element>, String), String> {
+        let enc_settings = &self.profile.encoder;
+        let encoder = self.add("x264enc", &format!("enc-{tag}"))?;
+        set_text_property(&encoder, "speed-preset", &enc_settings.speed_preset)?;
+        set_text_property(&encoder, "tune", &enc_settings.tune)?;
+        encoder.set_property("bitrate", kbps);
+        encoder.set_property("key-int-max", enc_settings.key_int_max);
+        encoder.set_property("bframes", 0u32);
+        encoder.set_property("threads", enc_settings.threads);
+        encoder.set_property("ref", enc_settings.refs.max(1));
+        encoder.set_property("vbv-buf-capacity", enc_settings.vbv_buffer_ms.max(1));
+        let (profile_idc, constraints) = x264_profile_bytes(&enc_settings.profile)
+            .ok_or_else(|| format!("unknown H.264 profile {:?}", enc_settings.profile))?;
+        // x264 derives profile_idc from the coding tools in use (ultrafast
+        // alone gives Baseline), so pin the tools that define the profile.
+        encoder.set_property("cabac", profile_idc != 66);
+        encoder.set_property("dct8x8", profile_idc == 100);
+        let level = h264_level_for(width, height, fps, enc_settings.refs, kbps, profile_idc == 100);
+        // Pinning the level makes the codecs string we announce before the
+        // first frame exactly what the encoder writes.
+        let mut options = enc_settings.option_string.trim_matches(':').to_string();
+        if !options.is_empty() {
+            options.push(':');
+        }
+        options.push_str(&format!("level={level}"));
+        encoder.set_property("option-string", options);
+        let caps = self.add("capsfilter", &format!("enccaps-{tag}"))?;
+        caps.set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("profile", enc_settings.profile.as_str())
+                .field("stream-format", "avc")
+                .field("alignment", "au")
+                .build(),
+        );
+        let parse = self.add("h264parse", &format!("encparse-{tag}"))?;
+        Ok((
+            vec![encoder, caps, parse],
+            format!("avc1.{profile_idc:02x}{constraints:02x}{level:02x}"),
+        ))
+    }
+}
+
+pub(crate) fn video_caps(video: &VideoSource) -> gst::Caps {
+    let fps_milli = (video.fps * 1000.0).round().clamp(1000.0, 240_000.0) as i32;
+    gst::Caps::builder("video/x-h264")
+        .field("stream-format", "avc")
+        .field("alignment", "au")
+        .field("codec_data", gst::Buffer::from_slice(video.avcc.clone()))
+        .field("width", video.info.width as i32)
+        .field("height", video.info.height as i32)
+        .field("framerate", gst::Fraction::new(fps_milli, 1000))
+        .build()
+}
+
+pub(crate) fn audio_caps(audio: &AudioSource) -> gst::Caps {
+    gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .field("codec_data", gst::Buffer::from_slice(audio.asc.clone()))
+        .field("rate", audio.info.sample_rate as i32)
+        .field("channels", audio.info.channels as i32)
+        .build()
+}
+
+fn appsrc(builder: &Builder, name: &str, caps: gst::Caps) -> Result<gst_app::AppSrc, String> {
+    let element = builder.add("appsrc", name)?;
+    let src = element
+        .downcast::<gst_app::AppSrc>()
+        .map_err(|_| "appsrc is not an AppSrc".to_string())?;
+    src.set_caps(Some(&caps));
+    src.set_format(gst::Format::Time);
+    // Not live: ingest timestamps drive everything and nothing syncs to a
+    // clock, so the muxers never time out on bursty RTMP delivery and cut
+    // short chunks. Back-pressure is applied by the feeder (queue level).
+    src.set_is_live(false);
+    src.set_do_timestamp(false);
+    src.set_max_bytes(0);
+    Ok(src)
+}
+
+pub(crate) fn build(
+    stream_id: &str,
+    profile: &LadderProfile,
+    settings: &LadderSettings,
+    video: Option<&VideoSource>,
+    audio: Option<&AudioSource>,
+    events: EventSink,
+) -> Result<BuiltPipeline, String> {
+    let pipeline = gst::Pipeline::with_name(&format!("ladder-{stream_id}"));
+    let builder = Builder {
+        pipeline: pipeline.clone(),
+        settings,
+        profile,
+        events: events.clone(),
+    };
+    let mut renditions = Vec::new();
+    let mut routers = Vec::new();
+    let mut video_src = None;
+    let mut key_planner = None;
+    let mut built_switchable = Vec::new();
+
+    if let Some(video) = video {
+        let src = appsrc(&builder, "video-src", video_caps(video))?;
+        let tee = builder.add("tee", "video-tee")?;
+        link_all(&[src.upcast_ref(), &tee])?;
+        let plan = plan_video(profile, video.info.width, video.info.height, video.bitrate_bps);
+        let needs_decode = plan.iter().any(|r| match r.kind {
+            RungKind::Encode { .. } => true,
+            RungKind::Passthrough { .. } => profile.long_gop_fallback,
+        });
+        let segment_ns = settings.segment_target.as_nanos() as u64;
+        let planner = Arc::new(Mutex::new(KeyPlanner::new(segment_ns)));
+        let mut raw_tee: Option<gst::Element> = None;
+        let mut switch_hooks: Vec<Box<dyn Fn(u64) + Send + Sync>> = Vec::new();
+        let mut switchable = Vec::new();
+        if needs_decode {
+            let q = builder.queue("decode-queue")?;
+            let parse = builder.add("h264parse", "decode-parse")?;
+            let dec = builder.add("avdec_h264", "decoder")?;
+            let convert = builder.add("videoconvert", "convert")?;
+            convert.set_property("n-threads", profile.scaler.threads.max(1));
+            let i420 = builder.add("capsfilter", "i420")?;
+            i420.set_property(
+                "caps",
+                gst::Caps::builder("video/x-raw").field("format", "I420").build(),
+            );
+            let t0 = builder.add("tee", "raw-tee")?;
+            link_all(&[&tee, &q, &parse, &dec, &convert, &i420, &t0])?;
+            raw_tee = Some(t0);
+            key_planner = Some((planner.clone(), dec));
+        }
+
+        let mut scale_input = raw_tee.clone();
+        for (index, rung) in plan.iter().enumerate() {
+            let rendition = renditions.len();
+            let router = RenditionRouter::new(rendition);
+            let tag = rung.name.clone();
+            let kind = RenditionKind::Video {
+                width: rung.width,
+                height: rung.height,
+                framerate: video.fps,
+            };
+            match rung.kind {
+                RungKind::Passthrough { fallback_kbps } => {
+                    let q = builder.queue(&format!("queue-{tag}"))?;
+                    let parse = builder.add("h264parse", &format!("parse-{tag}"))?;
+                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary)?;
+                    link_all(&[&tee, &q, &parse, &mux])?;
+                    let bps = video.bitrate_bps.unwrap_or(u64::from(fallback_kbps) * 1000);
+                    renditions.push(RenditionSpec {
+                        name: rung.name.clone(),
+                        kind,
+                        bandwidth: bps + bps / 2,
+                        average_bandwidth: bps,
+                        codecs: video.info.codecs(),
+                        passthrough: true,
+                    });
+                    if let (true, Some(raw)) = (profile.long_gop_fallback, raw_tee.as_ref()) {
+                        let ftag = format!("{tag}-fallback");
+                        let q = builder.queue(&format!("queue-{ftag}"))?;
+                        let valve = builder.add("valve", &format!("valve-{ftag}"))?;
+                        valve.set_property("drop", true);
+                        // EOS must still reach the idle fallback's sink, or
+                        // the pipeline never reports end of stream.
+                        set_text_property(&valve, "drop-mode", "forward-sticky-events")?;
+                        let (enc, _) = builder.x264(&ftag, rung.width, rung.height, video.fps, fallback_kbps)?;
+                        let mux = builder.mux_and_sink(&ftag, &router, Producer::Fallback)?;
+                        let mut chain: Vec<&gst::Element> = vec![raw, &q, &valve];
+                        chain.extend(enc.iter());
+                        chain.push(&mux);
+                        link_all(&chain)?;
+                        let name = rung.name.clone();
+                        let stream = stream_id.to_string();
+                        switch_hooks.push(Box::new(move |pts_ns| {
+                            valve.set_property("drop", false);
+                            tracing::warn!(stream_id = %stream, rendition = %name, pts_ns,
+                                "source keyframe interval too long; encoding the top rung");
+                        }));
+                        switchable.push(router.clone());
+                    }
+                }
+                RungKind::Encode { kbps } => {
+                    let Some(input) = scale_input.clone() else {
+                        return Err("encoded rung without decoder".into());
+                    };
+                    let q = builder.queue(&format!("scale-queue-{tag}"))?;
+                    let scale = builder.add("videoscale", &format!("scale-{tag}"))?;
+                    set_text_property(&scale, "method", &profile.scaler.method)?;
+                    scale.set_property("n-threads", profile.scaler.threads.max(1));
+                    let size = builder.add("capsfilter", &format!("size-{tag}"))?;
+                    size.set_property(
+                        "caps",
+                        gst::Caps::builder("video/x-raw")
+                            .field("width", rung.width as i32)
+                            .field("height", rung.height as i32)
+                            .build(),
+                    );
+                    let rung_tee = builder.add("tee", &format!("tee-{tag}"))?;
+                    link_all(&[&input, &q, &scale, &size, &rung_tee])?;
+                    let eq = builder.queue(&format!("queue-{tag}"))?;
+                    let (enc, codecs) = builder.x264(&tag, rung.width, rung.height, video.fps, kbps)?;
+                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary)?;
+                    let mut chain: Vec<&gst::Element> = vec![&rung_tee, &eq];
+                    chain.extend(enc.iter());
+                    chain.push(&mux);
+                    link_all(&chain)?;
+                    if profile.scaler.cascade && index + 1 < plan.len() {
+                        scale_input = Some(rung_tee);
+                    }
+                    let bps = u64::from(kbps) * 1000;
+                    renditions.push(RenditionSpec {
+                        name: rung.name.clone(),
+                        kind,
+                        bandwidth: bps + bps / 10,
+                        average_bandwidth: bps,
+                        codecs,
+                        passthrough: false,
+                    });
+                }
+            }
+            routers.push(router);
+        }
+        if let Some((planner, decoder)) = key_planner.as_ref() {
+            let pad = decoder
+                .static_pad("src")
+                .ok_or_else(|| "decoder has no src pad".to_string())?;
+            install_key_probe(&pad, planner.clone(), move |pts_ns| {
+                for hook in &switch_hooks {
+                    hook(pts_ns);
+                }
+            });
+        }
+        video_src = Some(src);
+        built_switchable = switchable;
+    }
+
+    let mut audio_src = None;
+    if let Some(audio) = audio {
+        let src = appsrc(&builder, "audio-src", audio_caps(audio))?;
+        let parse = builder.add("aacparse", "audio-parse")?;
+        let router = RenditionRouter::new(renditions.len());
+        let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
+        link_all(&[src.upcast_ref(), &parse, &mux])?;
+        let bps = audio.bitrate_bps.unwrap_or(128_000);
+        renditions.push(RenditionSpec {
+            name: "audio".into(),
+            kind: RenditionKind::Audio {
+                sample_rate: audio.info.sample_rate,
+                channels: audio.info.channels,
+            },
+            bandwidth: bps + bps / 10,
+            average_bandwidth: bps,
+            codecs: audio.info.codecs(),
+            passthrough: true,
+        });
+        routers.push(router);
+        audio_src = Some(src);
+    }
+
+    Ok(BuiltPipeline {
+        pipeline,
+        video_src,
+        audio_src,
+        renditions,
+        key_planner: key_planner.map(|(planner, _)| planner),
+        routers,
+        switchable: built_switchable,
+    })
+}

@@ -1,0 +1,393 @@
+//! End-to-end ladder tests on real encoded media (ffmpeg → FLV → packets).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::ingest::{AudioConfig, AudioFrame, MediaPacket, VideoConfig, VideoFrame};
+
+fn small_profile() -> LadderProfile {
+    load_profile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/small.toml")).expect("small.toml")
+}
+
+fn settings(segment_ms: u64) -> LadderSettings {
+    LadderSettings {
+        part_target: Duration::from_millis(200),
+        segment_target: Duration::from_millis(segment_ms),
+    }
+}
+
+/// Encodes a short test clip to FLV with ffmpeg; `extra` picks the tracks/GOP.
+fn make_flv(dir: &Path, name: &str, video: Option<u32>, audio: bool) -> PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y"]);
+    if video.is_some() {
+        cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
+    }
+    if audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+    }
+    if let Some(gop) = video {
+        let gop = gop.to_string();
+        cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+        cmd.args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0", "-bf", "0"]);
+    }
+    if audio {
+        cmd.args(["-c:a", "aac", "-b:a", "96k"]);
+    }
+    cmd.args(["-t", "3.5", "-f", "flv"]).arg(&path);
+    let status = cmd.status().expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg failed to make {name}");
+    path
+}
+
+fn be24(b: &[u8]) -> u32 {
+    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
+}
+
+/// Minimal FLV demuxer: AVC and AAC tags into ingest packets.
+fn flv_packets(path: &Path) -> Vec<MediaPacket> {
+    let data = std::fs::read(path).expect("read flv");
+    assert_eq!(&data[0..3], b"FLV");
+    let mut packets = Vec::new();
+    let mut at = 9 + 4;
+    while at + 11 <= data.len() {
+        let kind = data[at];
+        let size = be24(&data[at + 1..]) as usize;
+        let ts = (i64::from(data[at + 7]) << 24) | i64::from(be24(&data[at + 4..]));
+        let body = &data[at + 11..at + 11 + size];
+        at += 11 + size + 4;
+        match kind {
+            9 if body.len() > 5 && body[0] & 0x0f == 7 => {
+                let cts = {
+                    let raw = be24(&body[2..]) as i32;
+                    i64::from((raw << 8) >> 8)
+                };
+                let payload = Bytes::copy_from_slice(&body[5..]);
+                if body[1] == 0 {
+                    packets.push(MediaPacket::VideoConfig(VideoConfig::H264 { avcc: payload }));
+                } else if body[1] == 1 {
+                    packets.push(MediaPacket::Video(VideoFrame {
+                        dts_ms: ts,
+                        pts_ms: ts + cts,
+                        keyframe: body[0] >> 4 == 1,
+                        data: payload,
+                    }));
+                }
+            }
+            8 if body.len() > 2 && body[0] >> 4 == 10 => {
+                let payload = Bytes::copy_from_slice(&body[2..]);
+                if body[1] == 0 {
+                    packets.push(MediaPacket::AudioConfig(AudioConfig::Aac { asc: payload }));
+                } else {
+                    packets.push(MediaPacket::Audio(AudioFrame {
+                        pts_ms: ts,
+                        data: payload,
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    packets
+}
+
+async fn run_ladder(packets: Vec<MediaPacket>, profile: &LadderProfile, settings: &LadderSettings) -> Vec<LadderEvent> {
+    init().expect("gstreamer ready");
+    let (input_tx, input_rx) = mpsc::channel(64);
+    let (output_tx, mut output_rx) = mpsc::channel(64);
+    let handle = spawn_ladder("test", profile, settings, input_rx, output_tx);
+    let feeder = tokio::spawn(async move {
+        for packet in packets {
+            if input_tx.send(packet).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(event) = output_rx.recv().await {
+            let ended = matches!(event, LadderEvent::Ended(_));
+            events.push(event);
+            if ended {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(90), collect)
+        .await
+        .expect("ladder ends in time");
+    feeder.await.expect("feeder");
+    handle.stop().await;
+    events
+}
+
+struct Rendition {
+    spec: RenditionSpec,
+    inits: Vec<Bytes>,
+    chunks: Vec<CmafChunk>,
+    /// init + chunks in output order, as a player would fetch them.
+    stream: Vec<u8>,
+}
+
+fn by_rendition(events: &[LadderEvent]) -> (Vec<Rendition>, Vec<String>) {
+    let Some(LadderEvent::Renditions(specs)) = events.first() else {
+        panic!("first event is not Renditions: {:?}", events.first());
+    };
+    assert!(
+        matches!(events.last(), Some(LadderEvent::Ended(Ok(())))),
+        "last event: {:?}",
+        events.last()
+    );
+    let ended = events.iter().filter(|e| matches!(e, LadderEvent::Ended(_))).count();
+    assert_eq!(ended, 1);
+    let mut out: Vec<Rendition> = specs
+        .iter()
+        .map(|spec| Rendition {
+            spec: spec.clone(),
+            inits: Vec::new(),
+            chunks: Vec::new(),
+            stream: Vec::new(),
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    for event in &events[1..] {
+        match event {
+            LadderEvent::Init { rendition, data } => {
+                let r = &mut out[*rendition];
+                r.inits.push(data.clone());
+                r.stream.extend_from_slice(data);
+            }
+            LadderEvent::Chunk { rendition, chunk } => {
+                let r = &mut out[*rendition];
+                assert!(!r.inits.is_empty(), "{} chunk before init", r.spec.name);
+                r.chunks.push(chunk.clone());
+                r.stream.extend_from_slice(&chunk.data);
+            }
+            LadderEvent::Warning(w) => warnings.push(w.clone()),
+            LadderEvent::Renditions(_) => panic!("second Renditions event"),
+            LadderEvent::Ended(_) => {}
+        }
+    }
+    (out, warnings)
+}
+
+/// Decodes with ffmpeg; returns stderr (empty when clean) and frame count.
+fn ffmpeg_decode(dir: &Path, name: &str, data: &[u8]) -> (String, u64) {
+    let path = dir.join(format!("{name}.mp4"));
+    std::fs::write(&path, data).expect("write");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let frames = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(decode.status.success(), "{name}: ffmpeg failed");
+    (String::from_utf8_lossy(&decode.stderr).into_owned(), frames)
+}
+
+/// The avcC profile/compat/level bytes inside an init segment.
+fn init_codecs(init: &[u8]) -> String {
+    let at = init.windows(4).position(|w| w == b"avcC").expect("init has avcC");
+    format!("avc1.{:02x}{:02x}{:02x}", init[at + 5], init[at + 6], init[at + 7])
+}
+
+fn segment_starts(r: &Rendition) -> Vec<u64> {
+    r.chunks.iter().filter(|c| c.starts_segment).map(|c| c.pts_ns).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_ladder_from_real_source_is_aligned_and_decodable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "av.flv", Some(30), true);
+    let events = run_ladder(flv_packets(&flv), &small_profile(), &settings(1000)).await;
+    let (renditions, warnings) = by_rendition(&events);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<_> = renditions.iter().map(|r| r.spec.name.as_str()).collect();
+    assert_eq!(names, ["360p", "240p", "160p", "audio"]);
+    assert!(renditions[0].spec.passthrough);
+    assert!(
+        renditions[0].spec.codecs.starts_with("avc1.42"),
+        "ultrafast source is Baseline"
+    );
+    assert!(!renditions[1].spec.passthrough && !renditions[2].spec.passthrough);
+    assert_eq!(renditions[3].spec.codecs, "mp4a.40.2");
+    assert_eq!(
+        renditions[1].spec.kind,
+        RenditionKind::Video {
+            width: 426,
+            height: 240,
+            framerate: 30.0
+        }
+    );
+
+    for r in &renditions {
+        assert_eq!(r.inits.len(), 1, "{}", r.spec.name);
+        assert!(r.chunks.len() >= 10, "{}: {} chunks", r.spec.name, r.chunks.len());
+        assert!(r.chunks[0].starts_segment && r.chunks[0].independent);
+        // Chunks are parts: ~part_target long except segment ends.
+        let full = r
+            .chunks
+            .iter()
+            .filter(|c| (170_000_000..=235_000_000).contains(&c.duration_ns))
+            .count();
+        assert!(
+            full * 10 >= r.chunks.len() * 7,
+            "{}: durations {:?}",
+            r.spec.name,
+            r.chunks.iter().map(|c| c.duration_ns / 1_000_000).collect::<Vec<_>>()
+        );
+        for c in &r.chunks {
+            assert!(c.duration_ns <= 260_000_000, "{}: chunk {c:?}", r.spec.name);
+            if c.starts_segment {
+                assert!(c.independent && &c.data[4..8] == b"styp");
+            }
+        }
+        let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+        assert!(errors.is_empty(), "{}: {errors}", r.spec.name);
+        assert!(frames > 0, "{}: no frames decoded", r.spec.name);
+        if let RenditionKind::Video { .. } = r.spec.kind {
+            assert!(frames >= 90, "{}: only {frames} frames", r.spec.name);
+            assert_eq!(init_codecs(&r.inits[0]), r.spec.codecs, "{}", r.spec.name);
+        }
+    }
+    let top = segment_starts(&renditions[0]);
+    assert!(top.len() >= 3, "segments: {top:?}");
+    for w in top.windows(2) {
+        assert!((900_000_000..=1_100_000_000).contains(&(w[1] - w[0])), "{top:?}");
+    }
+    for r in &renditions[1..3] {
+        assert_eq!(segment_starts(r), top, "{} segments not aligned", r.spec.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_and_video_only_inputs_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audio = make_flv(dir.path(), "a.flv", None, true);
+    let events = run_ladder(flv_packets(&audio), &small_profile(), &settings(1000)).await;
+    let (renditions, _) = by_rendition(&events);
+    assert_eq!(renditions.len(), 1);
+    assert_eq!(renditions[0].spec.name, "audio");
+    let (errors, frames) = ffmpeg_decode(dir.path(), "audio-only", &renditions[0].stream);
+    assert!(errors.is_empty() && frames > 100, "{errors} / {frames}");
+
+    let video = make_flv(dir.path(), "v.flv", Some(30), false);
+    let events = run_ladder(flv_packets(&video), &small_profile(), &settings(1000)).await;
+    let (renditions, _) = by_rendition(&events);
+    let names: Vec<_> = renditions.iter().map(|r| r.spec.name.as_str()).collect();
+    assert_eq!(names, ["360p", "240p", "160p"]);
+    for r in &renditions {
+        let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+        assert!(
+            errors.is_empty() && frames >= 90,
+            "{}: {errors} / {frames}",
+            r.spec.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_video_config_ends_with_error() {
+    let packets = vec![
+        MediaPacket::VideoConfig(VideoConfig::H264 {
+            avcc: Bytes::from_static(&[1, 0x64, 0, 0x1e, 0xff, 0xe1, 0x00, 0x09, 0x67]),
+        }),
+        MediaPacket::Video(VideoFrame {
+            dts_ms: 0,
+            pts_ms: 0,
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        }),
+        MediaPacket::Video(VideoFrame {
+            dts_ms: 1000,
+            pts_ms: 1000,
+            keyframe: false,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x41]),
+        }),
+    ];
+    let events = run_ladder(packets, &small_profile(), &settings(1000)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let Some(LadderEvent::Ended(Err(reason))) = events.first() else {
+        panic!("expected an error, got {events:?}");
+    };
+    assert!(reason.contains("video config"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_frames_after_a_good_config_fail_cleanly_or_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "v.flv", Some(30), false);
+    let mut packets = flv_packets(&flv);
+    // Truncate NAL length prefixes and rewind time in the middle of the stream.
+    for packet in packets.iter_mut().skip(20).take(10) {
+        if let MediaPacket::Video(frame) = packet {
+            frame.data = Bytes::from_static(&[0, 0, 9, 9, 1]);
+            frame.dts_ms -= 500;
+            frame.pts_ms -= 500;
+        }
+    }
+    let events = run_ladder(packets, &small_profile(), &settings(1000)).await;
+    assert!(matches!(events.first(), Some(LadderEvent::Renditions(_))));
+    assert!(matches!(events.last(), Some(LadderEvent::Ended(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_source_gop_switches_to_encoded_top_rung() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "long.flv", Some(240), true);
+    let events = run_ladder(flv_packets(&flv), &small_profile(), &settings(1000)).await;
+    let (renditions, warnings) = by_rendition(&events);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("keyframe interval to 2 s"), "{}", warnings[0]);
+    let top = &renditions[0];
+    assert_eq!(top.inits.len(), 2, "top rung re-initialises on the switch");
+    let starts = segment_starts(top);
+    let lower = segment_starts(&renditions[1]);
+    assert_eq!(starts, lower, "segments aligned after the switch");
+    // First segment runs until the switch (1.5 × target), then ~target each.
+    assert!(starts.len() >= 3, "{starts:?}");
+    assert!(
+        (1_400_000_000..=1_600_000_000).contains(&(starts[1] - starts[0])),
+        "{starts:?}"
+    );
+    for w in starts[1..].windows(2) {
+        assert!((950_000_000..=1_050_000_000).contains(&(w[1] - w[0])), "{starts:?}");
+    }
+    // After the switch the top rung is a valid stream on its own init.
+    let switch_init = &top.inits[1];
+    let mut after = switch_init.to_vec();
+    let switch_pts = starts[1];
+    for c in top.chunks.iter().filter(|c| c.pts_ns >= switch_pts) {
+        after.extend_from_slice(&c.data);
+    }
+    let (errors, frames) = ffmpeg_decode(dir.path(), "after-switch", &after);
+    assert!(errors.is_empty() && frames >= 45, "{errors} / {frames}");
+}
+
+#[test]
+fn plans_rungs_below_source_with_passthrough_on_top() {
+    let profile = small_profile();
+    let plan = pipeline::plan_video(&profile, 640, 360, None);
+    let names: Vec<_> = plan.iter().map(|r| (r.name.as_str(), r.width, r.height)).collect();
+    assert_eq!(names, [("360p", 640, 360), ("240p", 426, 240), ("160p", 284, 160)]);
+    let plan = pipeline::plan_video(&profile, 320, 180, Some(500_000));
+    assert_eq!(plan.len(), 2);
+    assert_eq!(plan[0].kind, pipeline::RungKind::Passthrough { fallback_kbps: 500 });
+    let mut no_copy = profile.clone();
+    no_copy.passthrough = false;
+    let plan = pipeline::plan_video(&no_copy, 640, 360, None);
+    assert!(plan.iter().all(|r| matches!(r.kind, pipeline::RungKind::Encode { .. })));
+}
