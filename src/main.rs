@@ -131,6 +131,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     media::init().context("initialising GStreamer")?;
@@ -164,7 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(profiles),
         PublishSettings {
             default_profile: config.default_profile.clone(),
-            ladder: media::LadderSettings { part_target, segment_target },
+            ladder: media::LadderSettings { part_target, segment_target, timeline_offset: Duration::ZERO },
             reconnect_window: Duration::from_secs(30),
         },
         events.clone(),

@@ -180,10 +180,18 @@ impl PublishController {
         media_rx: mpsc::Receiver<crate::ingest::MediaPacket>,
         kicked: CancellationToken,
     ) {
-        let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
-        let ladder = media::spawn_ladder(&stream_id, &profile, &self.settings.ladder, media_rx, ladder_tx);
-        let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
         let packager = self.packagers.stream(&stream_id);
+        // Continue the stream's timeline (plus a margin for the gap) so that
+        // timestamps never run backwards across a reconnect or takeover.
+        let timeline_offset = match packager.timeline_end() {
+            Duration::ZERO => Duration::ZERO,
+            end => end + self.settings.ladder.segment_target,
+        };
+        let ladder_settings = LadderSettings { timeline_offset, ..self.settings.ladder.clone() };
+        let wallclock_origin = SystemTime::now().checked_sub(timeline_offset).unwrap_or_else(SystemTime::now);
+        let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
+        let ladder = media::spawn_ladder(&stream_id, &profile, &ladder_settings, media_rx, ladder_tx);
+        let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
 
         // Warnings and failures go to the event bus on their way to the packager.
         let events = self.events.clone();
@@ -221,7 +229,7 @@ impl PublishController {
                 }
             })
         };
-        let packaging = packager.clone().run_session(hls_rx, SystemTime::now());
+        let packaging = packager.clone().run_session(hls_rx, wallclock_origin);
         let outcome = tokio::select! {
             (failure, packaged) = async { tokio::join!(tap, packaging) } => match (failure, packaged) {
                 (Some(reason), _) => Err(reason),

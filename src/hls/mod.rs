@@ -6,6 +6,7 @@
 
 mod blocking;
 mod crypto;
+mod init;
 mod error;
 mod playlist;
 mod registry;

@@ -163,8 +163,17 @@ impl StreamPackager {
         if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
             return Err(self.protocol(format!("duplicate rendition names in {names:?}")));
         }
+        // cmafmux closes a chunk on the first frame boundary at or past the
+        // chunk duration, so a part can run one frame over the configured
+        // target. Advertise that slack from the start: a PART-TARGET that
+        // changes under a player's feet is worse than a slightly larger one.
+        let slack = specs.iter().map(frame_duration_ns).max().unwrap_or(0);
+        let advertised = round_up_ms(self.settings.part_target_ns().saturating_add(slack));
         let _mutation = self.mutation.lock();
         let mut state = self.state.lock();
+        if advertised > state.timing.part_target_ns {
+            state.timing.part_target_ns = advertised;
+        }
         let first_msn = state
             .renditions
             .iter()
@@ -199,6 +208,7 @@ impl StreamPackager {
     }
 
     pub(super) fn add_init(&self, name: &str, data: Bytes) -> Result<(), HlsError> {
+        let data = super::init::without_timestamps(&data);
         let _mutation = self.mutation.lock();
         let mut state = self.state.lock();
         let id = state.next_init_id;
@@ -266,6 +276,7 @@ impl StreamPackager {
         };
 
         let mut state = self.state.lock();
+        state.timeline_end_ns = state.timeline_end_ns.max(chunk.pts_ns.saturating_add(chunk.duration_ns));
         let ended = state.ended;
         let window = self.settings.window();
         let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
@@ -416,6 +427,19 @@ fn retain_keys(state: &mut StreamState) {
     if let Some(oldest) = oldest {
         state.keys.retain_from_msn(oldest);
     }
+}
+
+/// Duration of one coded frame: a video frame, or an AAC frame of 1024 samples.
+fn frame_duration_ns(spec: &RenditionSpec) -> u64 {
+    match spec.kind {
+        RenditionKind::Video { framerate, .. } if framerate >= 1.0 => (1e9 / framerate).ceil() as u64,
+        RenditionKind::Audio { sample_rate, .. } if sample_rate > 0 => 1024u64 * 1_000_000_000 / u64::from(sample_rate),
+        _ => 0,
+    }
+}
+
+fn round_up_ms(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000).saturating_mul(1_000_000)
 }
 
 fn is_audio(spec: &RenditionSpec) -> bool {

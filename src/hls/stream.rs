@@ -27,6 +27,9 @@ pub(crate) struct StreamState {
     /// Sequence number of a rendition created when no other exists.
     pub first_msn: u64,
     pub next_init_id: u64,
+    /// End of the latest chunk on the media timeline, so a following session
+    /// can continue the timeline instead of restarting it.
+    pub timeline_end_ns: u64,
 }
 
 impl StreamState {
@@ -86,6 +89,7 @@ impl StreamPackager {
             session_active: false,
             first_msn,
             next_init_id: now.as_secs(),
+            timeline_end_ns: 0,
         };
         Self {
             stream_id,
@@ -99,6 +103,12 @@ impl StreamPackager {
 
     pub fn stream_id(&self) -> &str {
         &self.stream_id
+    }
+
+    /// Where the media timeline of the latest session ended; the next
+    /// session's ladder starts there.
+    pub fn timeline_end(&self) -> Duration {
+        Duration::from_nanos(self.state.lock().timeline_end_ns)
     }
 
     /// True once every rendition of the current session published a part.

@@ -25,6 +25,11 @@ pub struct LadderSettings {
     pub part_target: Duration,
     /// Segment target = CMAF fragment duration.
     pub segment_target: Duration,
+    /// Where this session's timeline starts. A publisher that reconnects or
+    /// takes over continues the stream's timeline instead of restarting at
+    /// zero: players (ffmpeg above all) cope with a discontinuity far better
+    /// when timestamps do not jump backwards.
+    pub timeline_offset: Duration,
 }
 
 /// A running ladder. Dropping it or calling [`LadderHandle::stop`] tears the
@@ -323,7 +328,7 @@ impl Ladder {
             .set_state(gst::State::Playing)
             .map_err(|e| format!("starting the pipeline: {e}"))?;
 
-        let mut feeder = Feeder::new(&built, &discovery, self.settings.segment_target);
+        let mut feeder = Feeder::new(&built, &discovery, self.settings.segment_target, self.settings.timeline_offset);
         for packet in std::mem::take(&mut discovery.buffered) {
             feeder.push(packet);
         }
@@ -457,6 +462,7 @@ struct Feeder {
     audio_src: Option<gst_app::AppSrc>,
     planner: Option<std::sync::Arc<std::sync::Mutex<super::keys::KeyPlanner>>>,
     base_ms: Option<i64>,
+    timeline_offset: gst::ClockTime,
     video_started: bool,
     last_video_dts: Option<i64>,
     last_audio_pts: Option<i64>,
@@ -471,7 +477,7 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn new(built: &BuiltPipeline, discovery: &Discovery, segment_target: Duration) -> Self {
+    fn new(built: &BuiltPipeline, discovery: &Discovery, segment_target: Duration, offset: Duration) -> Self {
         // The earliest buffered timestamp is zero on the output timeline.
         let base_ms = discovery
             .buffered
@@ -488,6 +494,7 @@ impl Feeder {
             audio_src: built.audio_src.clone(),
             planner: built.key_planner.clone(),
             base_ms,
+            timeline_offset: gst::ClockTime::from_nseconds(offset.as_nanos().min(u128::from(u64::MAX / 2)) as u64),
             video_started: false,
             last_video_dts: None,
             last_audio_pts: None,
@@ -511,7 +518,7 @@ impl Feeder {
     fn to_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
         let base = *self.base_ms.get_or_insert(ts_ms);
         let rel = ts_ms.checked_sub(base)?;
-        u64::try_from(rel).ok().map(|ms| gst::ClockTime::from_mseconds(ms))
+        u64::try_from(rel).ok().map(|ms| gst::ClockTime::from_mseconds(ms) + self.timeline_offset)
     }
 
     fn drop_packet(&mut self, why: &str) {

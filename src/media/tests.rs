@@ -16,6 +16,7 @@ fn small_profile() -> LadderProfile {
 
 fn settings(segment_ms: u64) -> LadderSettings {
     LadderSettings {
+        timeline_offset: std::time::Duration::ZERO,
         part_target: Duration::from_millis(200),
         segment_target: Duration::from_millis(segment_ms),
     }

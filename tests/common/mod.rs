@@ -322,13 +322,16 @@ pub async fn wait_until_live(server: &Server, stream: &StreamInfo, timeout: Dura
 }
 
 /// ffmpeg decodes `seconds` of `url` (with all its renditions' decryption);
-/// returns (exit ok, stderr).
+/// returns (exit ok, stderr). A decoder that hangs counts as a failure.
 pub fn ffmpeg_decode(url: &str, seconds: u32, extra_input_args: &[&str]) -> (bool, String) {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-v", "error"].map(String::from).to_vec();
     args.extend(extra_input_args.iter().map(|s| s.to_string()));
     args.extend(["-i".into(), url.into(), "-t".into(), seconds.to_string(), "-f".into(), "null".into(), "-".into()]);
-    let out = Command::new("ffmpeg").args(&args).output().expect("run ffmpeg");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let mut proc = Proc::spawn("ffmpeg", &args);
+    match proc.wait_timeout(Duration::from_secs(u64::from(seconds) + 30)) {
+        Some(status) => (status.success(), proc.log()),
+        None => (false, format!("ffmpeg did not finish decoding {seconds} s within {} s\n{}", seconds + 30, proc.log())),
+    }
 }
 
 pub fn which(program: &str) -> bool {
