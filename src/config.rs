@@ -25,7 +25,11 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error("environment variable {var}={value:?}: expected {expected}")]
-    Env { var: String, value: String, expected: &'static str },
+    Env {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -41,6 +45,9 @@ pub struct Config {
     pub pipelines_dir: PathBuf,
     /// Profile used by streams that name none.
     pub default_profile: String,
+    /// After a publisher leaves, how long its stream waits for it to come
+    /// back before the playlists end (ENDLIST).
+    pub reconnect_window_secs: u64,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub hls: HlsConfig,
@@ -94,6 +101,7 @@ impl Default for Config {
             public_url: String::new(),
             pipelines_dir: PathBuf::from("./pipelines"),
             default_profile: "default".into(),
+            reconnect_window_secs: 30,
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
@@ -104,13 +112,19 @@ impl Default for Config {
 
 impl Default for RtmpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 1935)), public_url: String::new(), chunk_size: 4096 }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            public_url: String::new(),
+            chunk_size: 4096,
+        }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
     }
 }
 
@@ -128,7 +142,10 @@ impl Default for HlsConfig {
 
 impl Default for PlaybackConfig {
     fn default() -> Self {
-        Self { default_token_ttl_secs: 24 * 3600, token_leeway_secs: 5 }
+        Self {
+            default_token_ttl_secs: 24 * 3600,
+            token_leeway_secs: 5,
+        }
     }
 }
 
@@ -144,7 +161,10 @@ impl Config {
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
         };
         let text = match &file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?),
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?),
             None => None,
         };
         Self::from_layers(text.as_deref().map(|t| (file.clone().unwrap_or_default(), t)), &vars)
@@ -155,7 +175,10 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("defaults do not serialise: {e}")))?;
         if let Some((path, text)) = file {
             // Parse into the typed struct first so unknown keys are reported against the file.
-            let typed: Config = toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?;
+            let typed: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?;
             merged = toml::Value::try_from(typed)
                 .map_err(|e| ConfigError::Invalid(format!("config does not serialise: {e}")))?;
         }
@@ -170,19 +193,27 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let h = &self.hls;
         if h.part_target_ms < 50 || h.part_target_ms > 2000 {
-            return Err(ConfigError::Invalid("hls.part_target_ms must be between 50 and 2000".into()));
+            return Err(ConfigError::Invalid(
+                "hls.part_target_ms must be between 50 and 2000".into(),
+            ));
         }
         if h.segment_target_ms < h.part_target_ms * 2 {
-            return Err(ConfigError::Invalid("hls.segment_target_ms must be at least twice hls.part_target_ms".into()));
+            return Err(ConfigError::Invalid(
+                "hls.segment_target_ms must be at least twice hls.part_target_ms".into(),
+            ));
         }
         if h.window_segments < 3 {
             return Err(ConfigError::Invalid("hls.window_segments must be at least 3".into()));
         }
         if h.key_rotation_segments == 0 {
-            return Err(ConfigError::Invalid("hls.key_rotation_segments must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "hls.key_rotation_segments must be at least 1".into(),
+            ));
         }
         if !self.public_url.is_empty() && !self.public_url.starts_with("http") {
-            return Err(ConfigError::Invalid("public_url must start with http:// or https://".into()));
+            return Err(ConfigError::Invalid(
+                "public_url must start with http:// or https://".into(),
+            ));
         }
         Ok(())
     }
@@ -237,15 +268,23 @@ fn host_of(url: &str) -> Option<String> {
 /// Overrides every leaf of `value` whose environment name is set. The name is
 /// derived from the key path, so every documented key can be overridden.
 fn apply_env(value: &mut toml::Value, prefix: &str, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let toml::Value::Table(table) = value else { return Ok(()) };
+    let toml::Value::Table(table) = value else {
+        return Ok(());
+    };
     for (key, leaf) in table.iter_mut() {
         let name = format!("{prefix}_{}", key.to_ascii_uppercase());
         if leaf.is_table() {
             apply_env(leaf, &name, env)?;
             continue;
         }
-        let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else { continue };
-        let bad = |expected| ConfigError::Env { var: name.clone(), value: raw.clone(), expected };
+        let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else {
+            continue;
+        };
+        let bad = |expected| ConfigError::Env {
+            var: name.clone(),
+            value: raw.clone(),
+            expected,
+        };
         *leaf = match leaf {
             toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
             toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
@@ -303,8 +342,12 @@ mod tests {
     fn bad_values_are_named_in_the_error() {
         let err = Config::from_layers(None, &env(&[("PULSE_HLS_PART_TARGET_MS", "fast")])).expect_err("must fail");
         assert!(err.to_string().contains("PULSE_HLS_PART_TARGET_MS"), "{err}");
-        let err = Config::from_layers(Some((PathBuf::from("x.toml"), "[hls]\nbogus = 1\n")), &[]).expect_err("unknown key");
-        assert!(err.to_string().contains("x.toml") && err.to_string().contains("bogus"), "{err}");
+        let err =
+            Config::from_layers(Some((PathBuf::from("x.toml"), "[hls]\nbogus = 1\n")), &[]).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("x.toml") && err.to_string().contains("bogus"),
+            "{err}"
+        );
         let err = Config::from_layers(None, &env(&[("PULSE_RTMP_LISTEN", "nope")])).expect_err("bad addr");
         assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
     }

@@ -1,6 +1,5 @@
 //! `pulse-edge`: RTMP in, encrypted LL-HLS ladder out.
 
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,11 @@ use pulse_edge::control::{self, EventBus, PlaybackTokens, PublishController, Pub
 use pulse_edge::{delivery, hls, ingest, media, storage};
 
 #[derive(Parser)]
-#[command(name = "pulse-edge", version, about = "Streaming-media edge server: RTMP in, encrypted LL-HLS ladder out")]
+#[command(
+    name = "pulse-edge",
+    version,
+    about = "Streaming-media edge server: RTMP in, encrypted LL-HLS ladder out"
+)]
 struct Cli {
     /// Configuration file (default: ./pulse-edge.toml if present). PULSE_* environment variables override it.
     #[arg(long, global = true)]
@@ -54,16 +57,29 @@ enum StreamCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pulse-edge: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
-            Command::Stream { command: StreamCommand::Create { name, profile } } => {
-                create_stream(&config, &name, profile.as_deref()).await
-            }
+            Command::Stream {
+                command: StreamCommand::Create { name, profile },
+            } => create_stream(&config, &name, profile.as_deref()).await,
             Command::Token { stream, ttl } => print_token(&config, &stream, ttl).await,
         }
     })
@@ -71,11 +87,17 @@ fn main() -> anyhow::Result<()> {
 
 fn playback_url(config: &Config, tokens: &PlaybackTokens, stream_id: &str, ttl: Duration) -> anyhow::Result<String> {
     let token = tokens.mint(stream_id, ttl, None)?;
-    Ok(format!("{}/live/{stream_id}/master.m3u8?token={token}", config.public_http_base()))
+    Ok(format!(
+        "{}/live/{stream_id}/master.m3u8?token={token}",
+        config.public_http_base()
+    ))
 }
 
 fn tokens_for(config: &Config) -> anyhow::Result<PlaybackTokens> {
-    Ok(PlaybackTokens::load_or_create(&config.data_dir, Duration::from_secs(config.playback.token_leeway_secs))?)
+    Ok(PlaybackTokens::load_or_create(
+        &config.data_dir,
+        Duration::from_secs(config.playback.token_leeway_secs),
+    )?)
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -88,7 +110,10 @@ fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
     let profiles = media::load_profiles(&config.pipelines_dir)?;
     if !profiles.contains_key(profile) {
         let known: Vec<_> = profiles.keys().collect();
-        bail!("unknown profile {profile:?}; {} has {known:?}", config.pipelines_dir.display());
+        bail!(
+            "unknown profile {profile:?}; {} has {known:?}",
+            config.pipelines_dir.display()
+        );
     }
     Ok(())
 }
@@ -120,7 +145,10 @@ async fn print_token(config: &Config, stream_id: &str, ttl: u64) -> anyhow::Resu
         bail!("no stream with id {stream_id:?}");
     }
     store.close().await;
-    println!("{}", playback_url(config, &tokens_for(config)?, stream_id, Duration::from_secs(ttl))?);
+    println!(
+        "{}",
+        playback_url(config, &tokens_for(config)?, stream_id, Duration::from_secs(ttl))?
+    );
     Ok(())
 }
 
@@ -138,7 +166,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let profiles = media::load_profiles(&config.pipelines_dir)
         .with_context(|| format!("loading ladder profiles from {}", config.pipelines_dir.display()))?;
     if !profiles.contains_key(&config.default_profile) {
-        bail!("default_profile {:?} is not in {}", config.default_profile, config.pipelines_dir.display());
+        bail!(
+            "default_profile {:?} is not in {}",
+            config.default_profile,
+            config.pipelines_dir.display()
+        );
     }
     let store = open_store(&config).await?;
     let tokens = tokens_for(&config)?;
@@ -165,8 +197,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(profiles),
         PublishSettings {
             default_profile: config.default_profile.clone(),
-            ladder: media::LadderSettings { part_target, segment_target, timeline_offset: Duration::ZERO },
-            reconnect_window: Duration::from_secs(30),
+            ladder: media::LadderSettings {
+                part_target,
+                segment_target,
+                timeline_offset: Duration::ZERO,
+            },
+            reconnect_window: Duration::from_secs(config.reconnect_window_secs),
         },
         events.clone(),
     );
@@ -189,7 +225,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     if store.count_streams().await? == 0 {
         let (stream, key) = store.create_stream("demo", None).await?;
-        let url = playback_url(&config, &tokens, &stream.id, Duration::from_secs(config.playback.default_token_ttl_secs))?;
+        let url = playback_url(
+            &config,
+            &tokens,
+            &stream.id,
+            Duration::from_secs(config.playback.default_token_ttl_secs),
+        )?;
         let rtmp_url = config.public_rtmp_base();
         println!("\nCreated a demo stream (the key is shown only this once):");
         println!("  RTMP URL:     {rtmp_url}");
@@ -197,7 +238,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("  Playback URL: {url}");
         println!("  Try: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -f flv {rtmp_url}/{key}\n");
     } else {
-        println!("\npulse-edge is up: RTMP {}  HTTP {}", config.public_rtmp_base(), config.public_http_base());
+        println!(
+            "\npulse-edge is up: RTMP {}  HTTP {}",
+            config.public_rtmp_base(),
+            config.public_http_base()
+        );
         println!("  New stream:   pulse-edge stream create --name NAME   (prints its key and playback URL)\n");
     }
 
@@ -205,7 +250,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = delivery::router(delivery::PlaybackService::new(packagers, tokens));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
+        axum::serve(http, app.into_make_service())
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
     });
 
     wait_for_signal().await;

@@ -20,12 +20,20 @@ async fn a_bad_key_fails_ffmpeg_quickly_with_a_reason_and_the_server_carries_on(
     source.seconds = Some(10);
     let started = Instant::now();
     let mut bad = source.publish(&url);
-    let status = bad.wait_timeout(Duration::from_secs(8)).expect("ffmpeg must give up within a few seconds");
+    let status = bad
+        .wait_timeout(Duration::from_secs(8))
+        .expect("ffmpeg must give up within a few seconds");
     assert!(!status.success(), "ffmpeg must fail on a bad key");
     assert!(started.elapsed() < Duration::from_secs(8));
     let log = bad.log();
-    assert!(log.contains("unknown stream key"), "ffmpeg should print our reason: {log}");
-    assert!(server.log().contains("publish rejected"), "the server logs the rejection");
+    assert!(
+        log.contains("unknown stream key"),
+        "ffmpeg should print our reason: {log}"
+    );
+    assert!(
+        server.log().contains("publish rejected"),
+        "the server logs the rejection"
+    );
 
     // Unharmed: a good key publishes and plays.
     let _publisher = Source::small().publish(&good.publish_url());
@@ -50,7 +58,9 @@ async fn garbage_and_truncated_handshakes_leave_the_server_serving() {
     chunky.write_all(&[0u8; 1536]).expect("c1");
     let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
     chunky.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    chunky.read_exact(&mut s0s1s2).expect("server answers a plain handshake");
+    chunky
+        .read_exact(&mut s0s1s2)
+        .expect("server answers a plain handshake");
     chunky.write_all(&[0u8; 1536]).expect("c2");
     chunky.write_all(&[0xFF; 8192]).expect("junk chunks");
     // Abrupt close mid-stream.
@@ -83,9 +93,14 @@ async fn a_second_publisher_with_the_same_key_takes_over_and_playback_continues(
     let msn_before = before.last_msn().expect("segments");
 
     let second = Source::small().publish(&stream.publish_url());
-    let status = first.wait_timeout(Duration::from_secs(10)).expect("the stale publisher is disconnected");
+    let status = first
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the stale publisher is disconnected");
     assert!(!status.success() || status.code().is_some(), "first publisher ended");
-    assert!(server.log().contains("Takeover"), "takeover is logged as a lifecycle event");
+    assert!(
+        server.log().contains("Takeover"),
+        "takeover is logged as a lifecycle event"
+    );
 
     // The playlist continues: sequence numbers only grow and a discontinuity marks the switch.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -105,7 +120,11 @@ async fn a_second_publisher_with_the_same_key_takes_over_and_playback_continues(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Players joining now start before the discontinuity and play through it.
-    for target in [url.clone(), stream.url(&server.base(), &media_uris(&master)[0]), stream.playback_url.clone()] {
+    for target in [
+        url.clone(),
+        stream.url(&server.base(), &media_uris(&master)[0]),
+        stream.playback_url.clone(),
+    ] {
         let (ok, stderr) = ffmpeg_decode(&target, 4, &[]);
         assert!(ok, "playback of {target} across the takeover: {stderr}");
     }
@@ -117,16 +136,29 @@ async fn audio_only_and_video_only_sources_produce_valid_hls() {
     let server = Server::start();
     for (name, video, audio) in [("audio-only", None, true), ("video-only", Some((640, 360)), false)] {
         let stream = server.create_stream(name, Some("small"));
-        let source = Source { video, audio, ..Source::small() };
+        let source = Source {
+            video,
+            audio,
+            ..Source::small()
+        };
         let _publisher = source.publish(&stream.publish_url());
         let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
         let variants = tag_lines(&master, "#EXT-X-STREAM-INF");
         assert!(!variants.is_empty(), "{name}: master without variants:\n{master}");
         if audio && video.is_none() {
-            assert!(variants.iter().all(|v| !v.contains("avc1")), "{name}: no video codec advertised:\n{master}");
+            assert!(
+                variants.iter().all(|v| !v.contains("avc1")),
+                "{name}: no video codec advertised:\n{master}"
+            );
         } else {
-            assert!(variants.iter().all(|v| !v.contains("mp4a")), "{name}: no audio codec advertised:\n{master}");
-            assert!(tag_lines(&master, "#EXT-X-MEDIA").is_empty(), "{name}: no audio group:\n{master}");
+            assert!(
+                variants.iter().all(|v| !v.contains("mp4a")),
+                "{name}: no audio codec advertised:\n{master}"
+            );
+            assert!(
+                tag_lines(&master, "#EXT-X-MEDIA").is_empty(),
+                "{name}: no audio group:\n{master}"
+            );
         }
         let uris = media_uris(&master);
         for uri in &uris {
@@ -134,6 +166,9 @@ async fn audio_only_and_video_only_sources_produce_valid_hls() {
             check_media_playlist(uri, &text, uris.len(), true);
         }
         let (ok, stderr) = ffmpeg_decode(&stream.playback_url, 4, &[]);
-        assert!(ok && stderr.trim().is_empty(), "{name}: ffmpeg decode failed:\n{stderr}");
+        assert!(
+            ok && stderr.trim().is_empty(),
+            "{name}: ffmpeg decode failed:\n{stderr}"
+        );
     }
 }

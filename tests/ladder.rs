@@ -17,25 +17,55 @@ async fn a_1080p_publish_becomes_an_encrypted_ll_hls_ladder_every_rendition_deco
     let started = Instant::now();
     let mut publisher = Source::hd1080().publish(&stream.publish_url());
     let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    eprintln!("first segment of every rendition listed {:?} after publish start", started.elapsed());
+    eprintln!(
+        "first segment of every rendition listed {:?} after publish start",
+        started.elapsed()
+    );
 
     // Master: ≥ 3 video renditions with everything an ABR player needs, highest first.
     let variants = tag_lines(&master, "#EXT-X-STREAM-INF");
-    assert!(variants.len() >= 3, "master lists {} renditions:\n{master}", variants.len());
+    assert!(
+        variants.len() >= 3,
+        "master lists {} renditions:\n{master}",
+        variants.len()
+    );
     let mut heights = Vec::new();
     for v in &variants {
         let a = attrs(v);
         for key in ["BANDWIDTH", "AVERAGE-BANDWIDTH", "CODECS", "RESOLUTION", "FRAME-RATE"] {
             assert!(a.contains_key(key), "variant without {key}: {v}");
         }
-        assert!(a["CODECS"].contains("avc1.") && a["CODECS"].contains("mp4a.40.2"), "{v}");
-        heights.push(a["RESOLUTION"].split('x').nth(1).and_then(|h| h.parse::<u32>().ok()).expect("height"));
+        assert!(
+            a["CODECS"].contains("avc1.") && a["CODECS"].contains("mp4a.40.2"),
+            "{v}"
+        );
+        heights.push(
+            a["RESOLUTION"]
+                .split('x')
+                .nth(1)
+                .and_then(|h| h.parse::<u32>().ok())
+                .expect("height"),
+        );
     }
-    assert_eq!(heights.first(), Some(&1080), "the passthrough source rung leads: {master}");
-    assert!(heights.windows(2).all(|w| w[0] > w[1]), "variants ordered by height: {heights:?}");
+    assert_eq!(
+        heights.first(),
+        Some(&1080),
+        "the passthrough source rung leads: {master}"
+    );
+    assert!(
+        heights.windows(2).all(|w| w[0] > w[1]),
+        "variants ordered by height: {heights:?}"
+    );
     let uris = media_uris(&master);
-    assert!(uris.iter().all(|u| u.contains("token=")), "child playlist URIs carry the token:\n{master}");
-    assert_eq!(tag_lines(&master, "#EXT-X-MEDIA").len(), 1, "one audio rendition group:\n{master}");
+    assert!(
+        uris.iter().all(|u| u.contains("token=")),
+        "child playlist URIs carry the token:\n{master}"
+    );
+    assert_eq!(
+        tag_lines(&master, "#EXT-X-MEDIA").len(),
+        1,
+        "one audio rendition group:\n{master}"
+    );
 
     // Every media playlist carries the full LL-HLS tag set, consistently.
     let mut server_controls = Vec::new();
@@ -44,7 +74,10 @@ async fn a_1080p_publish_becomes_an_encrypted_ll_hls_ladder_every_rendition_deco
         assert_eq!(status, 200, "{uri}");
         server_controls.push(check_media_playlist(uri, &text, uris.len(), true));
     }
-    assert!(server_controls.windows(2).all(|w| w[0] == w[1]), "SERVER-CONTROL differs: {server_controls:?}");
+    assert!(
+        server_controls.windows(2).all(|w| w[0] == w[1]),
+        "SERVER-CONTROL differs: {server_controls:?}"
+    );
 
     // Decrypt one segment and one part of the top rendition with the key the playlist names.
     let top = &uris[0];
@@ -55,32 +88,30 @@ async fn a_1080p_publish_becomes_an_encrypted_ll_hls_ladder_every_rendition_deco
     let key_line = seg.key_line.as_deref().expect("key");
     let key_uri = attrs(key_line)["URI"].clone();
     let key_url = stream.url(&server.base(), &format!("{top_dir}{key_uri}"));
-    let key = common::http().get(&key_url).send().await.expect("key").bytes().await.expect("key body");
+    let key = common::get_bytes(&key_url).await;
     assert_eq!(key.len(), 16, "{key_url}");
-    let seg_bytes = common::http()
-        .get(stream.url(&server.base(), &format!("{top_dir}{}", seg.uri)))
-        .send()
-        .await
-        .expect("segment")
-        .bytes()
-        .await
-        .expect("segment body");
+    let seg_bytes = common::get_bytes(&stream.url(&server.base(), &format!("{top_dir}{}", seg.uri))).await;
     let clear = decrypt(&key, &iv_of(key_line), &seg_bytes);
     let boxes = top_level_boxes(&clear);
-    assert!(boxes.contains(&"moof".to_string()) && boxes.contains(&"mdat".to_string()), "segment boxes {boxes:?}");
-    let part = seg.parts.first().expect("listed segment keeps its parts near the live edge");
-    let part_bytes = common::http()
-        .get(stream.url(&server.base(), &format!("{top_dir}{}", part.uri)))
-        .send()
-        .await
-        .expect("part")
-        .bytes()
-        .await
-        .expect("part body");
+    assert!(
+        boxes.contains(&"moof".to_string()) && boxes.contains(&"mdat".to_string()),
+        "segment boxes {boxes:?}"
+    );
+    let part = seg
+        .parts
+        .first()
+        .expect("listed segment keeps its parts near the live edge");
+    let part_bytes = common::get_bytes(&stream.url(&server.base(), &format!("{top_dir}{}", part.uri))).await;
     assert_eq!(part_bytes.len() % 16, 0, "parts are padded AES-128-CBC on their own");
     let clear_part = decrypt(&key, &iv_of(key_line), &part_bytes);
-    assert!(top_level_boxes(&clear_part).contains(&"moof".to_string()), "part decrypts to CMAF");
-    assert!(clear.starts_with(&clear_part), "a segment holds exactly its parts' samples, in order");
+    assert!(
+        top_level_boxes(&clear_part).contains(&"moof".to_string()),
+        "part decrypts to CMAF"
+    );
+    assert!(
+        clear.starts_with(&clear_part),
+        "a segment holds exactly its parts' samples, in order"
+    );
 
     // ffmpeg decodes 10 s of every rendition through the encrypted playlists, all at once.
     let decoders: Vec<_> = uris
@@ -92,7 +123,10 @@ async fn a_1080p_publish_becomes_an_encrypted_ll_hls_ladder_every_rendition_deco
         .collect();
     for d in decoders {
         let (url, (ok, stderr)) = d.join().expect("decoder thread");
-        assert!(ok && stderr.trim().is_empty(), "ffmpeg decoding {url} failed:\n{stderr}");
+        assert!(
+            ok && stderr.trim().is_empty(),
+            "ffmpeg decoding {url} failed:\n{stderr}"
+        );
     }
     assert!(publisher.is_running(), "publisher died: {}", publisher.log());
 }

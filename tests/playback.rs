@@ -16,7 +16,12 @@ fn media_url(server: &Server, stream: &StreamInfo, rendition_uri: &str) -> Strin
 async fn json_error(url: &str) -> (u16, serde_json::Value, String) {
     let resp = common::http().get(url).send().await.expect("request");
     let status = resp.status().as_u16();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     (status, body, content_type)
 }
@@ -33,7 +38,10 @@ async fn tokens_gate_playlists_and_keys_but_not_media() {
     let dir = rendition_path.trim_end_matches("index.m3u8").to_owned();
     let (_, media) = get_text(&media_url(&server, &stream, &rendition)).await;
     let pl = MediaPlaylist::parse(&media);
-    let key_uri = attrs(pl.segments[0].key_line.as_deref().expect("key")).get("URI").cloned().expect("uri");
+    let key_uri = attrs(pl.segments[0].key_line.as_deref().expect("key"))
+        .get("URI")
+        .cloned()
+        .expect("uri");
     let key_path = key_uri.split('?').next().expect("key path").to_owned();
 
     let good = stream.token();
@@ -43,9 +51,16 @@ async fn tokens_gate_playlists_and_keys_but_not_media() {
         let out = server.cli(&["token", "--stream", &stream.id, "--ttl", "1"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let url = String::from_utf8(out.stdout).expect("utf8");
-        assert!(url.trim().starts_with(&format!("{}/live/{}/master.m3u8?token=", server.base(), stream.id)), "{url}");
+        assert!(
+            url.trim()
+                .starts_with(&format!("{}/live/{}/master.m3u8?token=", server.base(), stream.id)),
+            "{url}"
+        );
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        url.trim().split_once("token=").map(|(_, t)| t.to_owned()).expect("token")
+        url.trim()
+            .split_once("token=")
+            .map(|(_, t)| t.to_owned())
+            .expect("token")
     };
     let tampered = {
         let (head, sig) = good.rsplit_once('.').expect("jwt");
@@ -79,7 +94,10 @@ async fn tokens_gate_playlists_and_keys_but_not_media() {
             }
             let (got, body, content_type) = json_error(&url).await;
             assert_eq!(got, *status, "{name} token on {target}: {body}");
-            assert!(content_type.starts_with("application/json"), "{name} on {target}: {content_type}");
+            assert!(
+                content_type.starts_with("application/json"),
+                "{name} on {target}: {content_type}"
+            );
             assert_eq!(body["error"], *code, "{name} token on {target}: {body}");
         }
     }
@@ -90,9 +108,19 @@ async fn tokens_gate_playlists_and_keys_but_not_media() {
         let url = format!("{}/live/{}/{}{}", server.base(), stream.id, dir, file);
         let resp = common::http().get(&url).send().await.expect("media");
         assert_eq!(resp.status().as_u16(), 200, "{url}");
-        let cc = resp.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let cc = resp
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         assert!(cc.contains("immutable"), "{url}: cache-control {cc}");
-        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         assert!(ct.ends_with("/mp4"), "{url}: content-type {ct}");
     }
 }
@@ -122,7 +150,7 @@ async fn blocking_reload_delta_updates_and_their_error_cases() {
         let waited = started.elapsed();
         assert_eq!(status, 200, "{body}");
         assert!(
-            body.contains(&format!("URI=\"{hinted}\"")) && body.contains("#EXT-X-PART:") ,
+            body.contains(&format!("URI=\"{hinted}\"")) && body.contains("#EXT-X-PART:"),
             "blocking response must list the awaited part {hinted}:\n{body}"
         );
         assert!(
@@ -135,7 +163,12 @@ async fn blocking_reload_delta_updates_and_their_error_cases() {
     // A preload-hinted part: request it before it exists; it arrives complete.
     let (_, text) = get_text(&url).await;
     let hint = attrs(tag_lines(&text, "#EXT-X-PRELOAD-HINT")[0])["URI"].clone();
-    let dir = rendition.split('?').next().expect("path").trim_end_matches("index.m3u8").to_owned();
+    let dir = rendition
+        .split('?')
+        .next()
+        .expect("path")
+        .trim_end_matches("index.m3u8")
+        .to_owned();
     let part_url = format!("{}/live/{}/{}{}", server.base(), stream.id, dir, hint);
     let resp = common::http().get(&part_url).send().await.expect("hinted part");
     assert_eq!(resp.status().as_u16(), 200, "{part_url}");
@@ -147,7 +180,9 @@ async fn blocking_reload_delta_updates_and_their_error_cases() {
     let last = pl.last_msn().expect("segments");
     for bad in [
         "_HLS_part=1".to_owned(),
-        format!("_HLS_msn={}", last + 3),
+        // `last` is the last complete segment; the open one (its parts listed) is last + 1,
+        // so last + 4 is past "the last segment plus two" however one counts.
+        format!("_HLS_msn={}", last + 4),
         format!("_HLS_msn={}&_HLS_part={}", last + 1, 1000),
         "_HLS_msn=abc".to_owned(),
     ] {
@@ -163,11 +198,23 @@ async fn blocking_reload_delta_updates_and_their_error_cases() {
     assert_eq!(status, 200);
     let skipped = MediaPlaylist::parse(&delta);
     assert!(skipped.skipped > 0, "expected skipped segments after 14 s:\n{delta}");
-    let first_segment_line = delta.lines().position(|l| l.starts_with("#EXT-X-SKIP")).expect("skip tag");
-    let map_line = delta.lines().position(|l| l.starts_with("#EXT-X-MAP")).expect("delta keeps EXT-X-MAP");
-    let key_line = delta.lines().position(|l| l.starts_with("#EXT-X-KEY")).expect("delta keeps EXT-X-KEY");
+    let first_segment_line = delta
+        .lines()
+        .position(|l| l.starts_with("#EXT-X-SKIP"))
+        .expect("skip tag");
+    let map_line = delta
+        .lines()
+        .position(|l| l.starts_with("#EXT-X-MAP"))
+        .expect("delta keeps EXT-X-MAP");
+    let key_line = delta
+        .lines()
+        .position(|l| l.starts_with("#EXT-X-KEY"))
+        .expect("delta keeps EXT-X-KEY");
     assert!(map_line < key_line, "MAP before KEY in the delta:\n{delta}");
-    assert!(first_segment_line < key_line, "KEY applies to the first listed segment:\n{delta}");
+    assert!(
+        first_segment_line < key_line,
+        "KEY applies to the first listed segment:\n{delta}"
+    );
     let full = MediaPlaylist::parse(&get_text(&url).await.1);
     assert_eq!(
         skipped.media_sequence + skipped.skipped + skipped.segments.len() as u64,
@@ -184,7 +231,11 @@ async fn blocking_reload_delta_updates_and_their_error_cases() {
     let started = Instant::now();
     let (status, _) = get_text(&format!("{url}&_HLS_msn={}", last + 2)).await;
     assert_eq!(status, 503, "a blocking request that cannot be satisfied");
-    assert!(started.elapsed() >= Duration::from_secs(3), "503 only after waiting, got it after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "503 only after waiting, got it after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,20 +252,37 @@ async fn hlsjs_in_headless_chromium_plays_the_signed_master_in_low_latency_mode(
         .output()
         .expect("run node player");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "player harness failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "player harness failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     eprintln!("hls.js report: {report}");
     let summary = &report["summary"];
-    assert_eq!(summary["fatalErrors"].as_u64(), Some(0), "hls.js fatal errors: {report}");
+    assert_eq!(
+        summary["fatalErrors"].as_u64(),
+        Some(0),
+        "hls.js fatal errors: {report}"
+    );
     assert_eq!(summary["played"].as_bool(), Some(true), "hls.js did not play: {report}");
     let levels = report["levels"].as_array().map(Vec::len).unwrap_or(0);
     assert!(levels >= 3, "hls.js sees {levels} levels: {report}");
     let advanced = summary["currentTimeAdvanced"].as_f64().unwrap_or(0.0);
     assert!(advanced >= 10.0, "played only {advanced} s of 15: {report}");
-    assert!(summary["decodedFrames"].as_u64().unwrap_or(0) > 200, "frames actually decoded: {report}");
-    assert!(summary["partsLoaded"].as_u64().unwrap_or(0) > 0, "hls.js loaded LL-HLS parts: {report}");
+    assert!(
+        summary["decodedFrames"].as_u64().unwrap_or(0) > 200,
+        "frames actually decoded: {report}"
+    );
+    assert!(
+        summary["partsLoaded"].as_u64().unwrap_or(0) > 0,
+        "hls.js loaded LL-HLS parts: {report}"
+    );
     assert_eq!(report["playlist"]["canBlockReload"].as_bool(), Some(true), "{report}");
     let latency = summary["latency"]["median"].as_f64().expect("hls.js reports latency");
     eprintln!("hls.js median latency {latency:.3} s");
-    assert!(latency > 0.0 && latency < 3.0, "low-latency mode latency {latency} s: {report}");
+    assert!(
+        latency > 0.0 && latency < 3.0,
+        "low-latency mode latency {latency} s: {report}"
+    );
 }

@@ -8,14 +8,44 @@ use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LifecycleEvent {
-    Connected { stream_id: String, protocol: &'static str, client: SocketAddr, session: u64 },
-    Active { stream_id: String, session: u64 },
-    Disconnected { stream_id: String, session: u64 },
-    Takeover { stream_id: String, old_session: u64, new_session: u64 },
-    Failed { stream_id: String, session: u64, reason: String },
-    Warning { stream_id: String, session: u64, message: String },
-    Rejected { stream_key_prefix: String, protocol: &'static str, client: SocketAddr, reason: String },
-    Idle { stream_id: String },
+    Connected {
+        stream_id: String,
+        protocol: &'static str,
+        client: SocketAddr,
+        session: u64,
+    },
+    Active {
+        stream_id: String,
+        session: u64,
+    },
+    Disconnected {
+        stream_id: String,
+        session: u64,
+    },
+    Takeover {
+        stream_id: String,
+        old_session: u64,
+        new_session: u64,
+    },
+    Failed {
+        stream_id: String,
+        session: u64,
+        reason: String,
+    },
+    Warning {
+        stream_id: String,
+        session: u64,
+        message: String,
+    },
+    Rejected {
+        stream_key_prefix: String,
+        protocol: &'static str,
+        client: SocketAddr,
+        reason: String,
+    },
+    Idle {
+        stream_id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +61,9 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0 }
+        Self {
+            tx: broadcast::channel(capacity).0,
+        }
     }
 
     pub fn publish(&self, event: LifecycleEvent) {
@@ -48,13 +80,26 @@ impl EventBus {
 pub async fn log_events(mut rx: broadcast::Receiver<LifecycleEvent>) {
     loop {
         match rx.recv().await {
-            Ok(LifecycleEvent::Failed { stream_id, session, reason }) => {
+            Ok(LifecycleEvent::Failed {
+                stream_id,
+                session,
+                reason,
+            }) => {
                 tracing::error!(stream_id, session, %reason, "stream failed")
             }
-            Ok(LifecycleEvent::Warning { stream_id, session, message }) => {
+            Ok(LifecycleEvent::Warning {
+                stream_id,
+                session,
+                message,
+            }) => {
                 tracing::warn!(stream_id, session, %message, "stream warning")
             }
-            Ok(LifecycleEvent::Rejected { stream_key_prefix, protocol, client, reason }) => {
+            Ok(LifecycleEvent::Rejected {
+                stream_key_prefix,
+                protocol,
+                client,
+                reason,
+            }) => {
                 tracing::warn!(key = stream_key_prefix, protocol, %client, %reason, "publish rejected")
             }
             Ok(event) => tracing::info!(?event, "lifecycle"),

@@ -27,6 +27,8 @@ const MEDIA_QUEUE: usize = 512;
 const LADDER_EVENT_QUEUE: usize = 256;
 /// How long a takeover waits for the old session to let go of the packager.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
+/// How long an ended stream's last window stays servable.
+const ENDED_STREAM_KEPT: Duration = Duration::from_secs(60);
 
 pub struct PublishSettings {
     pub default_profile: String,
@@ -83,7 +85,10 @@ impl PublishController {
         self.active.lock().get(stream_id).map(|a| a.kicked.cancel()).is_some()
     }
 
-    async fn authorise(&self, request: &PublishRequest) -> Result<(crate::control::Stream, LadderProfile), PublishRejection> {
+    async fn authorise(
+        &self,
+        request: &PublishRequest,
+    ) -> Result<(crate::control::Stream, LadderProfile), PublishRejection> {
         let stream = match self.store.stream_by_key(&request.stream_key).await {
             Ok(Some(stream)) if stream.enabled => stream,
             Ok(Some(_)) => return Err(reject(RejectCode::BadName, "stream is disabled")),
@@ -93,10 +98,20 @@ impl PublishController {
                 return Err(reject(RejectCode::Rejected, "control plane unavailable, try again"));
             }
         };
-        let name = stream.profile.clone().unwrap_or_else(|| self.settings.default_profile.clone());
+        let name = stream
+            .profile
+            .clone()
+            .unwrap_or_else(|| self.settings.default_profile.clone());
         let Some(profile) = self.profiles.get(&name).cloned() else {
-            tracing::error!(stream_id = stream.id, profile = name, "stream names a profile that is not loaded");
-            return Err(reject(RejectCode::Rejected, &format!("profile {name:?} is not configured on this server")));
+            tracing::error!(
+                stream_id = stream.id,
+                profile = name,
+                "stream names a profile that is not loaded"
+            );
+            return Err(reject(
+                RejectCode::Rejected,
+                &format!("profile {name:?} is not configured on this server"),
+            ));
         };
         Ok((stream, profile))
     }
@@ -131,7 +146,11 @@ impl PublishController {
             // The placeholder task is replaced below once the session task exists.
             active.insert(
                 stream_id.clone(),
-                ActivePublish { session, kicked: kicked.clone(), task: tokio::spawn(async {}) },
+                ActivePublish {
+                    session,
+                    kicked: kicked.clone(),
+                    task: tokio::spawn(async {}),
+                },
             );
             previous
         };
@@ -160,7 +179,8 @@ impl PublishController {
                         tracing::warn!("previous session did not stop within the takeover grace period");
                     }
                 }
-                this.run_session(stream_id, session, profile, media_rx, task_kicked).await;
+                this.run_session(stream_id, session, profile, media_rx, task_kicked)
+                    .await;
             }
             .instrument(span),
         );
@@ -169,7 +189,11 @@ impl PublishController {
                 entry.task = task;
             }
         }
-        Ok(PublishSession { stream_id: stream.id, media: media_tx, kicked })
+        Ok(PublishSession {
+            stream_id: stream.id,
+            media: media_tx,
+            kicked,
+        })
     }
 
     async fn run_session(
@@ -187,8 +211,13 @@ impl PublishController {
             Duration::ZERO => Duration::ZERO,
             end => end + self.settings.ladder.segment_target,
         };
-        let ladder_settings = LadderSettings { timeline_offset, ..self.settings.ladder.clone() };
-        let wallclock_origin = SystemTime::now().checked_sub(timeline_offset).unwrap_or_else(SystemTime::now);
+        let ladder_settings = LadderSettings {
+            timeline_offset,
+            ..self.settings.ladder.clone()
+        };
+        let wallclock_origin = SystemTime::now()
+            .checked_sub(timeline_offset)
+            .unwrap_or_else(SystemTime::now);
         let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
         let ladder = media::spawn_ladder(&stream_id, &profile, &ladder_settings, media_rx, ladder_tx);
         let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
@@ -243,11 +272,18 @@ impl PublishController {
         drop(ladder);
 
         match outcome {
-            Ok(()) => self.events.publish(LifecycleEvent::Disconnected { stream_id: stream_id.clone(), session }),
+            Ok(()) => self.events.publish(LifecycleEvent::Disconnected {
+                stream_id: stream_id.clone(),
+                session,
+            }),
             Err(reason) => {
                 // The publisher is told by closing its connection; the ingest side sees `kicked`.
                 kicked.cancel();
-                self.events.publish(LifecycleEvent::Failed { stream_id: stream_id.clone(), session, reason });
+                self.events.publish(LifecycleEvent::Failed {
+                    stream_id: stream_id.clone(),
+                    session,
+                    reason,
+                });
             }
         }
         let still_current = {
@@ -272,8 +308,12 @@ impl PublishController {
             if let Some(packager) = this.packagers.get(&id) {
                 packager.end_stream();
             }
+            this.events.publish(LifecycleEvent::Idle { stream_id: id.clone() });
+            // Players that were watching see ENDLIST; then the live window goes,
+            // so memory does not grow with every stream that ever published.
+            tokio::time::sleep(ENDED_STREAM_KEPT).await;
+            this.packagers.remove(&id);
             this.idle_timers.lock().remove(&id);
-            this.events.publish(LifecycleEvent::Idle { stream_id: id });
         });
         if let Some(old) = self.idle_timers.lock().insert(stream_id, timer) {
             old.abort();
@@ -289,7 +329,10 @@ impl PublishController {
 }
 
 fn reject(code: RejectCode, description: &str) -> PublishRejection {
-    PublishRejection { code, description: description.to_owned() }
+    PublishRejection {
+        code,
+        description: description.to_owned(),
+    }
 }
 
 impl PublishGate for Arc<PublishController> {

@@ -44,13 +44,20 @@ pub struct Store {
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(open_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
         sqlx::migrate!("src/control/migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -98,7 +105,10 @@ impl Store {
     }
 
     pub async fn count_streams(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM streams").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM streams")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// A trivial round trip, for readiness checks.
@@ -159,7 +169,10 @@ mod tests {
             raw.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
         }
         let needle = key.as_bytes();
-        assert!(!raw.windows(needle.len()).any(|w| w == needle), "stream key found in the database files");
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "stream key found in the database files"
+        );
     }
 
     #[tokio::test]

@@ -73,7 +73,10 @@ impl PlaybackTokens {
     pub fn load_or_create(data_dir: &Path, leeway: Duration) -> Result<Self, TokenError> {
         let path = data_dir.join(SECRET_FILE);
         let path_str = path.display().to_string();
-        let key_err = |source| TokenError::KeyFile { path: path_str.clone(), source };
+        let key_err = |source| TokenError::KeyFile {
+            path: path_str.clone(),
+            source,
+        };
         std::fs::create_dir_all(data_dir).map_err(key_err)?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -81,7 +84,8 @@ impl PlaybackTokens {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         match options.open(&path) {
             Ok(mut file) => {
-                file.write_all(super::keys::random_hex(32).as_bytes()).map_err(key_err)?;
+                file.write_all(super::keys::random_hex(32).as_bytes())
+                    .map_err(key_err)?;
                 file.sync_all().map_err(key_err)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -105,7 +109,13 @@ impl PlaybackTokens {
 
     pub fn mint(&self, stream_id: &str, ttl: Duration, sid: Option<String>) -> Result<String, TokenError> {
         let now = unix_now();
-        let claims = PlaybackClaims { sub: stream_id.to_owned(), iat: now, exp: now + ttl.as_secs(), nbf: None, sid };
+        let claims = PlaybackClaims {
+            sub: stream_id.to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            nbf: None,
+            sid,
+        };
         self.mint_claims(&claims)
     }
 
@@ -120,14 +130,13 @@ impl PlaybackTokens {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
                 ErrorKind::InvalidSignature => TokenRejection::BadSignature,
                 _ => TokenRejection::Malformed,
-            }
-        })?;
+            })?;
         if data.claims.sub != stream_id {
             return Err(TokenRejection::WrongStream);
         }
@@ -136,7 +145,10 @@ impl PlaybackTokens {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -150,7 +162,9 @@ mod tests {
     #[test]
     fn accepts_its_own_token_for_the_right_stream_only() {
         let t = tokens();
-        let jwt = t.mint("st1", Duration::from_secs(60), Some("viewer-1".into())).expect("mint");
+        let jwt = t
+            .mint("st1", Duration::from_secs(60), Some("viewer-1".into()))
+            .expect("mint");
         let claims = t.verify(Some(&jwt), "st1").expect("valid");
         assert_eq!(claims.sub, "st1");
         assert_eq!(claims.sid.as_deref(), Some("viewer-1"));
@@ -173,10 +187,28 @@ mod tests {
         assert_eq!(t.verify(Some(&tampered), "s"), Err(TokenRejection::BadSignature));
 
         let now = unix_now();
-        let expired = PlaybackClaims { sub: "s".into(), iat: now - 100, exp: now - 50, nbf: None, sid: None };
-        assert_eq!(t.verify(Some(&t.mint_claims(&expired).expect("mint")), "s"), Err(TokenRejection::Expired));
-        let early = PlaybackClaims { sub: "s".into(), iat: now, exp: now + 500, nbf: Some(now + 200), sid: None };
-        assert_eq!(t.verify(Some(&t.mint_claims(&early).expect("mint")), "s"), Err(TokenRejection::NotYetValid));
+        let expired = PlaybackClaims {
+            sub: "s".into(),
+            iat: now - 100,
+            exp: now - 50,
+            nbf: None,
+            sid: None,
+        };
+        assert_eq!(
+            t.verify(Some(&t.mint_claims(&expired).expect("mint")), "s"),
+            Err(TokenRejection::Expired)
+        );
+        let early = PlaybackClaims {
+            sub: "s".into(),
+            iat: now,
+            exp: now + 500,
+            nbf: Some(now + 200),
+            sid: None,
+        };
+        assert_eq!(
+            t.verify(Some(&t.mint_claims(&early).expect("mint")), "s"),
+            Err(TokenRejection::NotYetValid)
+        );
     }
 
     #[test]
@@ -189,7 +221,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "secret readable by others");
         }
     }

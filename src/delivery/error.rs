@@ -52,10 +52,15 @@ impl IntoResponse for DeliveryError {
         let status = self.status();
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
         let mut response = (status, body).into_response();
-        let cache = if status == StatusCode::NOT_FOUND { "no-cache" } else { "no-store" };
-        response
-            .headers_mut()
-            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static(cache));
+        let cache = if status == StatusCode::NOT_FOUND {
+            "no-cache"
+        } else {
+            "no-store"
+        };
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static(cache),
+        );
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

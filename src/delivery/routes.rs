@@ -34,7 +34,10 @@ pub fn router(service: PlaybackService) -> Router {
 
 fn playlist_response(body: String, cache: &'static str) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST)), (header::CACHE_CONTROL, HeaderValue::from_static(cache))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
         body,
     )
         .into_response()
@@ -57,7 +60,11 @@ async fn media_playlist(
     let query = PlaylistQuery::parse(&params)?;
     // A blocking response names a fixed point in the stream and can be cached
     // longer (6×TD in the spec's advice); a plain reload for TD/2.
-    let cache = if query.msn.is_some() { "private, max-age=12" } else { "private, max-age=1" };
+    let cache = if query.msn.is_some() {
+        "private, max-age=12"
+    } else {
+        "private, max-age=1"
+    };
     let body = service.media_playlist(&stream, &rendition, query).await?;
     Ok(playlist_response(body, cache))
 }
@@ -67,11 +74,17 @@ async fn key(
     Path((stream, key)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, DeliveryError> {
-    let key_id = key.strip_suffix(".key").and_then(|k| k.parse::<u64>().ok()).ok_or(DeliveryError::NotFound)?;
+    let key_id = key
+        .strip_suffix(".key")
+        .and_then(|k| k.parse::<u64>().ok())
+        .ok_or(DeliveryError::NotFound)?;
     let key = service.key(&stream, key_id, params.get("token").map(String::as_str))?;
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
         ],
         key.to_vec(),
@@ -110,7 +123,10 @@ async fn media_file(
     };
     let content_type = if rendition == "audio" { "audio/mp4" } else { "video/mp4" };
     Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE)),
+        ],
         body,
     )
         .into_response())
@@ -125,7 +141,15 @@ mod tests {
         assert_eq!(parse_media_file("init3.mp4"), Some(MediaFile::Init(3)));
         assert_eq!(parse_media_file("120.4.mp4"), Some(MediaFile::Part(120, 4)));
         assert_eq!(parse_media_file("120.mp4"), Some(MediaFile::Segment(120)));
-        for bad in ["120.m4s", "x.mp4", "1.2.3.mp4", "init.mp4", "", ".mp4", "18446744073709551616.mp4"] {
+        for bad in [
+            "120.m4s",
+            "x.mp4",
+            "1.2.3.mp4",
+            "init.mp4",
+            "",
+            ".mp4",
+            "18446744073709551616.mp4",
+        ] {
             assert_eq!(parse_media_file(bad), None, "{bad}");
         }
     }

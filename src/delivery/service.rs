@@ -22,7 +22,10 @@ impl PlaylistQuery {
         let number = |name: &str| -> Result<Option<u64>, DeliveryError> {
             params
                 .get(name)
-                .map(|v| v.parse::<u64>().map_err(|_| DeliveryError::BadRequest(format!("{name} must be a non-negative integer"))))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| DeliveryError::BadRequest(format!("{name} must be a non-negative integer")))
+                })
                 .transpose()
         };
         let skip = match params.get("_HLS_skip").map(String::as_str) {
@@ -31,7 +34,12 @@ impl PlaylistQuery {
             Some("v2") => Some(SkipRequest::V2),
             Some(_) => return Err(DeliveryError::BadRequest("_HLS_skip must be YES or v2".into())),
         };
-        Ok(Self { token: params.get("token").cloned(), msn: number("_HLS_msn")?, part: number("_HLS_part")?, skip })
+        Ok(Self {
+            token: params.get("token").cloned(),
+            msn: number("_HLS_msn")?,
+            part: number("_HLS_part")?,
+            skip,
+        })
     }
 }
 
@@ -46,7 +54,11 @@ impl PlaybackService {
         Self { packagers, tokens }
     }
 
-    fn authorised(&self, stream_id: &str, token: Option<&str>) -> Result<std::sync::Arc<StreamPackager>, DeliveryError> {
+    fn authorised(
+        &self,
+        stream_id: &str,
+        token: Option<&str>,
+    ) -> Result<std::sync::Arc<StreamPackager>, DeliveryError> {
         self.tokens.verify(token, stream_id)?;
         self.stream(stream_id)
     }
@@ -61,10 +73,19 @@ impl PlaybackService {
         packager.master_playlist(&query).ok_or(DeliveryError::NotFound)
     }
 
-    pub async fn media_playlist(&self, stream_id: &str, rendition: &str, query: PlaylistQuery) -> Result<String, DeliveryError> {
+    pub async fn media_playlist(
+        &self,
+        stream_id: &str,
+        rendition: &str,
+        query: PlaylistQuery,
+    ) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, query.token.as_deref())?;
         let key_query = token_query(query.token.as_deref());
-        let request = PlaylistRequest { msn: query.msn, part: query.part, skip: query.skip };
+        let request = PlaylistRequest {
+            msn: query.msn,
+            part: query.part,
+            skip: query.skip,
+        };
         Ok(packager.media_playlist(rendition, request, &key_query).await?)
     }
 
@@ -115,12 +136,34 @@ mod tests {
 
     #[test]
     fn parses_blocking_and_skip_directives() {
-        let q = PlaylistQuery::parse(&params(&[("token", "t"), ("_HLS_msn", "12"), ("_HLS_part", "3"), ("_HLS_skip", "YES")]))
-            .expect("valid");
-        assert_eq!(q, PlaylistQuery { token: Some("t".into()), msn: Some(12), part: Some(3), skip: Some(SkipRequest::Yes) });
-        assert!(matches!(PlaylistQuery::parse(&params(&[("_HLS_msn", "-1")])), Err(DeliveryError::BadRequest(_))));
-        assert!(matches!(PlaylistQuery::parse(&params(&[("_HLS_part", "x")])), Err(DeliveryError::BadRequest(_))));
-        assert!(matches!(PlaylistQuery::parse(&params(&[("_HLS_skip", "no")])), Err(DeliveryError::BadRequest(_))));
+        let q = PlaylistQuery::parse(&params(&[
+            ("token", "t"),
+            ("_HLS_msn", "12"),
+            ("_HLS_part", "3"),
+            ("_HLS_skip", "YES"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            q,
+            PlaylistQuery {
+                token: Some("t".into()),
+                msn: Some(12),
+                part: Some(3),
+                skip: Some(SkipRequest::Yes)
+            }
+        );
+        assert!(matches!(
+            PlaylistQuery::parse(&params(&[("_HLS_msn", "-1")])),
+            Err(DeliveryError::BadRequest(_))
+        ));
+        assert!(matches!(
+            PlaylistQuery::parse(&params(&[("_HLS_part", "x")])),
+            Err(DeliveryError::BadRequest(_))
+        ));
+        assert!(matches!(
+            PlaylistQuery::parse(&params(&[("_HLS_skip", "no")])),
+            Err(DeliveryError::BadRequest(_))
+        ));
     }
 
     #[test]

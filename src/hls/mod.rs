@@ -6,8 +6,9 @@
 
 mod blocking;
 mod crypto;
-mod init;
 mod error;
+mod init;
+mod lag;
 mod playlist;
 mod registry;
 mod rendition;
@@ -21,6 +22,7 @@ mod tests;
 
 pub use blocking::{PlaylistRequest, SkipRequest};
 pub use error::HlsError;
+pub use lag::LagSummary;
 pub use registry::Packagers;
 pub use rendition::RenditionStats;
 pub use settings::HlsSettings;

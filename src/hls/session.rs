@@ -139,6 +139,7 @@ impl StreamPackager {
         }
         state.ended = false;
         state.session_active = true;
+        state.part_lag.clear();
         for rendition in &mut state.renditions {
             rendition.session_parts = 0;
             rendition.session_init = false;
@@ -153,7 +154,17 @@ impl StreamPackager {
     pub(super) fn finish_session(&self) {
         let _mutation = self.mutation.lock();
         self.close_open_segments();
-        self.state.lock().session_active = false;
+        let mut state = self.state.lock();
+        state.session_active = false;
+        if let Some(lag) = state.part_lag.summary() {
+            tracing::info!(
+                samples = lag.samples,
+                p50_ms = lag.p50.as_secs_f64() * 1e3,
+                p95_ms = lag.p95.as_secs_f64() * 1e3,
+                max_ms = lag.max.as_secs_f64() * 1e3,
+                "part availability lag"
+            );
+        }
     }
 
     /// Maps the ladder onto renditions: same names continue, new names start
@@ -276,7 +287,9 @@ impl StreamPackager {
         };
 
         let mut state = self.state.lock();
-        state.timeline_end_ns = state.timeline_end_ns.max(chunk.pts_ns.saturating_add(chunk.duration_ns));
+        state.timeline_end_ns = state
+            .timeline_end_ns
+            .max(chunk.pts_ns.saturating_add(chunk.duration_ns));
         let ended = state.ended;
         let window = self.settings.window();
         let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
@@ -310,6 +323,9 @@ impl StreamPackager {
         }
         raise_target_duration(&mut state, open_duration);
         retain_keys(&mut state);
+        if let Some(arrival) = chunk.source_arrival {
+            state.part_lag.record(arrival.elapsed());
+        }
         drop(state);
 
         tracing::trace!(

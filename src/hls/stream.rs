@@ -30,6 +30,7 @@ pub(crate) struct StreamState {
     /// End of the latest chunk on the media timeline, so a following session
     /// can continue the timeline instead of restarting it.
     pub timeline_end_ns: u64,
+    pub part_lag: super::lag::LagSamples,
 }
 
 impl StreamState {
@@ -90,6 +91,7 @@ impl StreamPackager {
             first_msn,
             next_init_id: now.as_secs(),
             timeline_end_ns: 0,
+            part_lag: Default::default(),
         };
         Self {
             stream_id,
@@ -109,6 +111,11 @@ impl StreamPackager {
     /// session's ladder starts there.
     pub fn timeline_end(&self) -> Duration {
         Duration::from_nanos(self.state.lock().timeline_end_ns)
+    }
+
+    /// Part availability lag of the current (or last) session.
+    pub fn part_lag(&self) -> Option<super::LagSummary> {
+        self.state.lock().part_lag.summary()
     }
 
     /// True once every rendition of the current session published a part.

@@ -85,6 +85,7 @@ pub fn spawn_ladder(
         events: EventSink {
             tx: output,
             stopping: stop.clone(),
+            arrivals: Default::default(),
         },
         stop: stop.clone(),
     };
@@ -328,7 +329,13 @@ impl Ladder {
             .set_state(gst::State::Playing)
             .map_err(|e| format!("starting the pipeline: {e}"))?;
 
-        let mut feeder = Feeder::new(&built, &discovery, self.settings.segment_target, self.settings.timeline_offset);
+        let mut feeder = Feeder::new(
+            &built,
+            &discovery,
+            self.settings.segment_target,
+            self.settings.timeline_offset,
+        );
+        feeder.arrivals = self.events.arrivals.clone();
         for packet in std::mem::take(&mut discovery.buffered) {
             feeder.push(packet);
         }
@@ -463,6 +470,7 @@ struct Feeder {
     planner: Option<std::sync::Arc<std::sync::Mutex<super::keys::KeyPlanner>>>,
     base_ms: Option<i64>,
     timeline_offset: gst::ClockTime,
+    arrivals: super::output::ArrivalLog,
     video_started: bool,
     last_video_dts: Option<i64>,
     last_audio_pts: Option<i64>,
@@ -495,6 +503,7 @@ impl Feeder {
             planner: built.key_planner.clone(),
             base_ms,
             timeline_offset: gst::ClockTime::from_nseconds(offset.as_nanos().min(u128::from(u64::MAX / 2)) as u64),
+            arrivals: Default::default(),
             video_started: false,
             last_video_dts: None,
             last_audio_pts: None,
@@ -518,7 +527,9 @@ impl Feeder {
     fn to_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
         let base = *self.base_ms.get_or_insert(ts_ms);
         let rel = ts_ms.checked_sub(base)?;
-        u64::try_from(rel).ok().map(|ms| gst::ClockTime::from_mseconds(ms) + self.timeline_offset)
+        u64::try_from(rel)
+            .ok()
+            .map(|ms| gst::ClockTime::from_mseconds(ms) + self.timeline_offset)
     }
 
     fn drop_packet(&mut self, why: &str) {
@@ -567,6 +578,7 @@ impl Feeder {
                 } else {
                     self.check_long_gop(frame.pts_ms, pts);
                 }
+                self.arrivals.record(pts.nseconds());
                 if src.push_buffer(buffer).is_err() {
                     self.drop_packet("video appsrc refused the buffer");
                 }
@@ -586,6 +598,7 @@ impl Feeder {
                 if let Some(buffer) = buffer.get_mut() {
                     buffer.set_pts(pts);
                 }
+                self.arrivals.record(pts.nseconds());
                 if src.push_buffer(buffer).is_err() {
                     self.drop_packet("audio appsrc refused the buffer");
                 }

@@ -17,6 +17,31 @@ use super::types::{CmafChunk, LadderEvent};
 pub(crate) struct EventSink {
     pub tx: mpsc::Sender<LadderEvent>,
     pub stopping: CancellationToken,
+    pub arrivals: ArrivalLog,
+}
+
+/// When source frames entered the pipeline, by output-timeline PTS; bounded.
+#[derive(Clone, Default)]
+pub(crate) struct ArrivalLog(Arc<std::sync::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>>);
+
+/// About 30 s of 30 fps video plus its audio.
+const ARRIVALS_KEPT: usize = 2048;
+
+impl ArrivalLog {
+    pub fn record(&self, pts_ns: u64) {
+        if let Ok(mut log) = self.0.lock() {
+            if log.len() == ARRIVALS_KEPT {
+                log.pop_front();
+            }
+            log.push_back((pts_ns, std::time::Instant::now()));
+        }
+    }
+
+    /// Arrival of the latest source frame that starts before `end_ns`.
+    pub fn last_before(&self, end_ns: u64) -> Option<std::time::Instant> {
+        let log = self.0.lock().ok()?;
+        log.iter().filter(|(pts, _)| *pts < end_ns).map(|(_, at)| *at).max()
+    }
 }
 
 impl EventSink {
@@ -149,7 +174,7 @@ pub(crate) fn attach_appsink(
                 let segment = sample
                     .segment()
                     .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
-                for event in cmaf_events(router.index, &buffers, segment.as_ref()) {
+                for event in cmaf_events(router.index, &buffers, segment.as_ref(), &events.arrivals) {
                     for routed in router.route(producer, event) {
                         if !events.send_blocking(routed) {
                             return Err(gst::FlowError::Flushing);
@@ -171,6 +196,7 @@ fn cmaf_events(
     rendition: usize,
     buffers: &[gst::Buffer],
     segment: Option<&gst::FormattedSegment<gst::ClockTime>>,
+    arrivals: &ArrivalLog,
 ) -> Vec<LadderEvent> {
     let mut events = Vec::new();
     let mut chunk_data = BytesMut::new();
@@ -195,16 +221,19 @@ fn cmaf_events(
         let data = chunk_data.freeze();
         let starts_segment = !head.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let independent = starts_segment || first_sample_is_sync(&data).unwrap_or(false);
+        let pts_ns = head
+            .pts()
+            .map(|pts| segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts).nseconds())
+            .unwrap_or(0);
+        let duration_ns = head.duration().map(|t| t.nseconds()).unwrap_or(0);
         events.push(LadderEvent::Chunk {
             rendition,
             chunk: CmafChunk {
-                pts_ns: head
-                    .pts()
-                    .map(|pts| segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts).nseconds())
-                    .unwrap_or(0),
-                duration_ns: head.duration().map(|t| t.nseconds()).unwrap_or(0),
+                pts_ns,
+                duration_ns,
                 starts_segment,
                 independent,
+                source_arrival: arrivals.last_before(pts_ns.saturating_add(duration_ns)),
                 data,
             },
         });

@@ -39,6 +39,9 @@ pub struct CmafChunk {
     pub starts_segment: bool,
     /// The chunk's first sample is a sync sample (IDR for video; always for AAC).
     pub independent: bool,
+    /// When the last source frame that this chunk covers reached the ladder,
+    /// so packaging can measure how long a part took to become available.
+    pub source_arrival: Option<std::time::Instant>,
 }
 
 /// Everything a running ladder reports, in order per rendition.

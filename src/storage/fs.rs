@@ -24,7 +24,10 @@ impl FsStore {
 }
 
 fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.display().to_string(), source }
+    move |source| StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl ObjectStore for FsStore {
@@ -71,15 +74,27 @@ impl ObjectStore for FsStore {
 mod tests {
     use super::*;
 
-    const META: ObjectMeta = ObjectMeta { content_type: "video/mp4", cache_control: "max-age=60" };
+    const META: ObjectMeta = ObjectMeta {
+        content_type: "video/mp4",
+        cache_control: "max-age=60",
+    };
 
     #[tokio::test]
     async fn put_get_delete_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsStore::new(dir.path());
-        store.put("s/720p/1.mp4".into(), Bytes::from_static(b"abc"), META).await.expect("put");
-        assert_eq!(store.get("s/720p/1.mp4".into()).await.expect("get"), Some(Bytes::from_static(b"abc")));
-        store.delete(vec!["s/720p/1.mp4".into(), "s/720p/missing.mp4".into()]).await.expect("delete");
+        store
+            .put("s/720p/1.mp4".into(), Bytes::from_static(b"abc"), META)
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get("s/720p/1.mp4".into()).await.expect("get"),
+            Some(Bytes::from_static(b"abc"))
+        );
+        store
+            .delete(vec!["s/720p/1.mp4".into(), "s/720p/missing.mp4".into()])
+            .await
+            .expect("delete");
         assert_eq!(store.get("s/720p/1.mp4".into()).await.expect("get"), None);
     }
 

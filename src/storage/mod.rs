@@ -41,7 +41,12 @@ pub trait ObjectStore: Send + Sync + 'static {
 /// Rejects keys that could escape the store's root or that a bucket would
 /// treat differently from a file system.
 pub(crate) fn validate_key(key: &str) -> Result<(), StorageError> {
-    let bad = |reason| Err(StorageError::InvalidKey { key: key.to_owned(), reason });
+    let bad = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return bad("empty");
     }

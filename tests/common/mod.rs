@@ -19,7 +19,10 @@ pub fn manifest_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,7 +38,10 @@ impl StreamInfo {
         format!("{}/{}", self.rtmp_url, self.stream_key)
     }
     pub fn token(&self) -> String {
-        self.playback_url.split_once("token=").map(|(_, t)| t.to_owned()).expect("token in playback url")
+        self.playback_url
+            .split_once("token=")
+            .map(|(_, t)| t.to_owned())
+            .expect("token in playback url")
     }
     /// URL of a file next to the master playlist (`720p/index.m3u8`, `key/0.key`…).
     pub fn url(&self, base: &str, path: &str) -> String {
@@ -67,7 +73,10 @@ impl Server {
             ("PULSE_DATA_DIR".into(), data_dir.path().display().to_string()),
             ("PULSE_HTTP_LISTEN".into(), http.to_string()),
             ("PULSE_RTMP_LISTEN".into(), rtmp.to_string()),
-            ("PULSE_PIPELINES_DIR".into(), manifest_dir().join("pipelines").display().to_string()),
+            (
+                "PULSE_PIPELINES_DIR".into(),
+                manifest_dir().join("pipelines").display().to_string(),
+            ),
             ("PULSE_PLAYBACK_TOKEN_LEEWAY_SECS".into(), "0".into()),
             ("RUST_LOG".into(), "info,tower_http=warn,sqlx=warn".into()),
         ];
@@ -86,7 +95,14 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("start pulse-edge");
-        let mut server = Self { child: Some(child), http, rtmp, data_dir, env, log_path };
+        let mut server = Self {
+            child: Some(child),
+            http,
+            rtmp,
+            data_dir,
+            env,
+            log_path,
+        };
         server.wait_ready();
         server
     }
@@ -131,7 +147,11 @@ impl Server {
             args.extend(["--profile", p]);
         }
         let out = self.cli(&args);
-        assert!(out.status.success(), "stream create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stream create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("stream create prints one JSON object")
     }
 
@@ -193,7 +213,11 @@ impl Proc {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        Self { child, log_path, _dir: dir }
+        Self {
+            child,
+            log_path,
+            _dir: dir,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -240,16 +264,38 @@ pub struct Source {
 
 impl Source {
     pub fn small() -> Self {
-        Self { video: Some((640, 360)), fps: 30, audio: true, gop: 60, seconds: None, video_kbps: 800 }
+        Self {
+            video: Some((640, 360)),
+            fps: 30,
+            audio: true,
+            gop: 60,
+            seconds: None,
+            video_kbps: 800,
+        }
     }
     pub fn hd1080() -> Self {
-        Self { video: Some((1920, 1080)), fps: 30, audio: true, gop: 60, seconds: None, video_kbps: 4500 }
+        Self {
+            video: Some((1920, 1080)),
+            fps: 30,
+            audio: true,
+            gop: 60,
+            seconds: None,
+            video_kbps: 4500,
+        }
     }
 
     pub fn ffmpeg_args(&self, url: &str) -> Vec<String> {
-        let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-re"].iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-re"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         if let Some((w, h)) = self.video {
-            a.extend(["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=size={w}x{h}:rate={}", self.fps)]);
+            a.extend([
+                "-f".into(),
+                "lavfi".into(),
+                "-i".into(),
+                format!("testsrc2=size={w}x{h}:rate={}", self.fps),
+            ]);
         }
         if self.audio {
             a.extend(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"].map(String::from));
@@ -260,11 +306,23 @@ impl Source {
         if self.video.is_some() {
             a.extend(
                 [
-                    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-tune",
+                    "zerolatency",
+                    "-pix_fmt",
+                    "yuv420p",
                 ]
                 .map(String::from),
             );
-            a.extend(["-g".into(), self.gop.to_string(), "-b:v".into(), format!("{}k", self.video_kbps)]);
+            a.extend([
+                "-g".into(),
+                self.gop.to_string(),
+                "-b:v".into(),
+                format!("{}k", self.video_kbps),
+            ]);
         }
         if self.audio {
             a.extend(["-c:a", "aac", "-b:a", "96k"].map(String::from));
@@ -279,13 +337,30 @@ impl Source {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
 }
 
 pub async fn get_text(url: &str) -> (u16, String) {
-    let resp = http().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
+}
+
+pub async fn get_bytes(url: &str) -> bytes::Bytes {
+    let resp = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    resp.bytes().await.unwrap_or_else(|e| panic!("GET {url} body: {e}"))
 }
 
 /// Polls `url` until it answers 200, for at most `timeout`.
@@ -314,7 +389,10 @@ pub async fn wait_until_live(server: &Server, stream: &StreamInfo, timeout: Dura
             if status == 200 && body.contains("#EXTINF") {
                 break;
             }
-            assert!(Instant::now() < deadline, "{url} has no segment within {timeout:?} (last status {status})");
+            assert!(
+                Instant::now() < deadline,
+                "{url} has no segment within {timeout:?} (last status {status})"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -326,20 +404,43 @@ pub async fn wait_until_live(server: &Server, stream: &StreamInfo, timeout: Dura
 pub fn ffmpeg_decode(url: &str, seconds: u32, extra_input_args: &[&str]) -> (bool, String) {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-v", "error"].map(String::from).to_vec();
     args.extend(extra_input_args.iter().map(|s| s.to_string()));
-    args.extend(["-i".into(), url.into(), "-t".into(), seconds.to_string(), "-f".into(), "null".into(), "-".into()]);
+    args.extend([
+        "-i".into(),
+        url.into(),
+        "-t".into(),
+        seconds.to_string(),
+        "-f".into(),
+        "null".into(),
+        "-".into(),
+    ]);
     let mut proc = Proc::spawn("ffmpeg", &args);
     match proc.wait_timeout(Duration::from_secs(u64::from(seconds) + 30)) {
         Some(status) => (status.success(), proc.log()),
-        None => (false, format!("ffmpeg did not finish decoding {seconds} s within {} s\n{}", seconds + 30, proc.log())),
+        None => (
+            false,
+            format!(
+                "ffmpeg did not finish decoding {seconds} s within {} s\n{}",
+                seconds + 30,
+                proc.log()
+            ),
+        ),
     }
 }
 
 pub fn which(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 pub fn read_dir_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|it| it.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

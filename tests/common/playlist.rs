@@ -9,7 +9,9 @@ pub fn attrs(line: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else { break };
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
         let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"').unwrap_or(quoted.len());
             (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
@@ -29,7 +31,10 @@ pub fn tag_lines<'a>(text: &'a str, tag: &str) -> Vec<&'a str> {
 }
 
 pub fn tag_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
-    tag_lines(text, tag).first().and_then(|l| l.split_once(':')).map(|(_, v)| v)
+    tag_lines(text, tag)
+        .first()
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v)
 }
 
 /// Variant and rendition-group playlist URIs of a master playlist, relative.
@@ -94,7 +99,10 @@ impl MediaPlaylist {
             if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
                 pl.media_sequence = v.trim().parse().expect("media sequence");
             } else if line.starts_with("#EXT-X-SKIP:") {
-                pl.skipped = attrs(line).get("SKIPPED-SEGMENTS").and_then(|v| v.parse().ok()).expect("skipped count");
+                pl.skipped = attrs(line)
+                    .get("SKIPPED-SEGMENTS")
+                    .and_then(|v| v.parse().ok())
+                    .expect("skipped count");
             } else if line.starts_with("#EXT-X-KEY:") {
                 key = Some(line.to_owned());
             } else if line.starts_with("#EXT-X-MAP:") {
@@ -111,7 +119,12 @@ impl MediaPlaylist {
                     independent: a.get("INDEPENDENT").map(|v| v == "YES").unwrap_or(false),
                 });
             } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-                cur.duration = v.trim_end_matches(',').split(',').next().and_then(|d| d.parse().ok()).expect("extinf");
+                cur.duration = v
+                    .trim_end_matches(',')
+                    .split(',')
+                    .next()
+                    .and_then(|d| d.parse().ok())
+                    .expect("extinf");
             } else if line == "#EXT-X-ENDLIST" {
                 pl.ended = true;
             } else if !line.starts_with('#') && !line.trim().is_empty() {

@@ -146,6 +146,7 @@ impl Harness {
         let data = Bytes::from(data);
         self.sent.entry(name.to_string()).or_default().push(data.clone());
         let chunk = CmafChunk {
+            source_arrival: None,
             data,
             pts_ns: pts,
             duration_ns,

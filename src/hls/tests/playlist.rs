@@ -28,8 +28,8 @@ async fn live_playlist_has_every_tag_in_order() {
 
     let mut expected = String::from(
         "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n\
-         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.6,HOLD-BACK=3,CAN-SKIP-UNTIL=6\n\
-         #EXT-X-PART-INF:PART-TARGET=0.2\n",
+         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.702,HOLD-BACK=3,CAN-SKIP-UNTIL=6\n\
+         #EXT-X-PART-INF:PART-TARGET=0.234\n",
     );
     expected += &format!("#EXT-X-MEDIA-SEQUENCE:{m}\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n");
     for s in 0..4u64 {

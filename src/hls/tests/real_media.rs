@@ -92,6 +92,7 @@ async fn ffmpeg_decodes_the_encrypted_output_like_the_source() {
     h.packager.add_init("720p", Bytes::from(init)).expect("init");
     for (i, fragment) in fragments.into_iter().enumerate() {
         let chunk = CmafChunk {
+            source_arrival: None,
             data: Bytes::from(fragment),
             pts_ns: i as u64 * PART_NS,
             duration_ns: PART_NS,

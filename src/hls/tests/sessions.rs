@@ -136,6 +136,7 @@ async fn run_session_consumes_ladder_events() {
     .await;
     for i in 0..12u64 {
         let chunk = CmafChunk {
+            source_arrival: None,
             data: Bytes::from(vec![i as u8; 100]),
             pts_ns: i * PART_NS,
             duration_ns: PART_NS,
@@ -170,6 +171,7 @@ async fn run_session_rejects_events_out_of_contract() {
         .await
         .expect("send");
     let chunk = CmafChunk {
+        source_arrival: None,
         data: Bytes::from_static(b"x"),
         pts_ns: 0,
         duration_ns: PART_NS,
@@ -201,6 +203,7 @@ async fn a_cancelled_session_closes_its_open_segment() {
     .expect("send");
     for i in 0..3u64 {
         let chunk = CmafChunk {
+            source_arrival: None,
             data: Bytes::from(vec![1; 50]),
             pts_ns: i * PART_NS,
             duration_ns: PART_NS,
