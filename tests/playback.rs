@@ -102,6 +102,34 @@ async fn tokens_gate_playlists_and_keys_but_not_media() {
         }
     }
 
+    // Playlists: the right type, gzip on request, CORS for players on other origins.
+    let raw = reqwest::Client::builder().no_gzip().build().expect("client");
+    let resp = raw
+        .get(&stream.playback_url)
+        .header("accept-encoding", "gzip")
+        .header("origin", "https://player.example")
+        .send()
+        .await
+        .expect("master");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/vnd.apple.mpegurl");
+    assert_eq!(
+        header("content-encoding"),
+        "gzip",
+        "playlists are compressed on request"
+    );
+    assert_eq!(header("access-control-allow-origin"), "*");
+    assert!(
+        header("cache-control").contains("max-age=1"),
+        "short cache for live playlists"
+    );
+
     // Parts, segments and init segments are not per-viewer: no token, cacheable, and the key is the gate.
     let seg = &pl.segments[0];
     for file in [seg.uri.clone(), seg.map_uri.clone().expect("map")] {

@@ -524,7 +524,7 @@ impl Feeder {
             .any(|src| src.current_level_bytes() > MAX_QUEUED_BYTES)
     }
 
-    fn to_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
+    fn timeline_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
         let base = *self.base_ms.get_or_insert(ts_ms);
         let rel = ts_ms.checked_sub(base)?;
         u64::try_from(rel)
@@ -557,7 +557,7 @@ impl Feeder {
                 if self.last_video_dts.is_some_and(|last| frame.dts_ms < last) {
                     return self.drop_packet("video decode time went backwards");
                 }
-                let (Some(dts), Some(pts)) = (self.to_ns(frame.dts_ms), self.to_ns(frame.pts_ms)) else {
+                let (Some(dts), Some(pts)) = (self.timeline_ns(frame.dts_ms), self.timeline_ns(frame.pts_ms)) else {
                     return self.drop_packet("video timestamp before the ladder start");
                 };
                 self.video_started = true;
@@ -590,7 +590,7 @@ impl Feeder {
                 if self.last_audio_pts.is_some_and(|last| frame.pts_ms < last) {
                     return self.drop_packet("audio timestamp went backwards");
                 }
-                let Some(pts) = self.to_ns(frame.pts_ms) else {
+                let Some(pts) = self.timeline_ns(frame.pts_ms) else {
                     return self.drop_packet("audio timestamp before the ladder start");
                 };
                 self.last_audio_pts = Some(frame.pts_ms);

@@ -68,7 +68,7 @@ pub(crate) fn plan_video(
     src_bitrate_bps: Option<u64>,
 ) -> Vec<PlannedRung> {
     let mut rungs: Vec<_> = profile.rungs.iter().filter(|r| r.height <= src_height).collect();
-    rungs.sort_by(|a, b| b.height.cmp(&a.height));
+    rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
     rungs.dedup_by_key(|r| r.height);
     let width_for = |height: u32| {
         if height == src_height {
