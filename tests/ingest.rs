@@ -172,3 +172,51 @@ async fn audio_only_and_video_only_sources_produce_valid_hls() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mp3_audio_is_encoded_to_aac_once_for_every_rendition() {
+    let server = Server::start();
+    let stream = server.create_stream("mp3", Some("small"));
+    let source = Source {
+        audio_codec: "libmp3lame",
+        ..Source::small()
+    };
+    let _publisher = source.publish(&stream.publish_url());
+    let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
+    let audio_groups = tag_lines(&master, "#EXT-X-MEDIA");
+    assert_eq!(
+        audio_groups.len(),
+        1,
+        "one audio rendition shared by all variants:\n{master}"
+    );
+    let variants = tag_lines(&master, "#EXT-X-STREAM-INF");
+    assert!(variants.len() >= 3, "{master}");
+    assert!(
+        variants.iter().all(|v| v.contains("mp4a.40.2") && v.contains("AUDIO=")),
+        "AAC advertised:\n{master}"
+    );
+    let audio_uri = common::playlist::attrs(audio_groups[0])["URI"].clone();
+    let audio_url = stream.url(&server.base(), &audio_uri);
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &audio_url,
+        ])
+        .output()
+        .expect("ffprobe");
+    let codecs = String::from_utf8_lossy(&out.stdout).into_owned();
+    let codecs: Vec<&str> = codecs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|c| *c == "aac"),
+        "audio rendition codecs {codecs:?}"
+    );
+    let (ok, stderr) = ffmpeg_decode(&stream.playback_url, 4, &[]);
+    assert!(ok && stderr.trim().is_empty(), "ffmpeg decode failed:\n{stderr}");
+}

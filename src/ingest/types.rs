@@ -19,6 +19,10 @@ pub enum VideoConfig {
 pub enum AudioConfig {
     /// An AudioSpecificConfig (ISO/IEC 14496-3), as carried in the FLV AAC sequence header.
     Aac { asc: Bytes },
+    /// MPEG audio layer III. MP3 has no decoder configuration record, so this
+    /// is what the first frame header said; it is sent again before the
+    /// first frame whose header says otherwise.
+    Mp3 { sample_rate: u32, channels: u32 },
 }
 
 /// One coded video access unit.
@@ -35,7 +39,8 @@ pub struct VideoFrame {
     pub data: Bytes,
 }
 
-/// One coded audio frame (raw AAC, no ADTS header).
+/// One coded audio frame: raw AAC (no ADTS header) after an `AudioConfig::Aac`,
+/// MPEG audio frame(s) with their headers after an `AudioConfig::Mp3`.
 #[derive(Debug, Clone)]
 pub struct AudioFrame {
     pub pts_ms: i64,

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::codec::{parse_asc, parse_avcc};
 use super::output::EventSink;
-use super::pipeline::{self, AudioSource, BuiltPipeline, VideoSource};
+use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
@@ -116,7 +116,7 @@ impl Drop for Teardown {
 struct Discovery {
     metadata: Option<StreamMetadata>,
     video_config: Option<Bytes>,
-    audio_config: Option<Bytes>,
+    audio_config: Option<AudioConfig>,
     buffered: Vec<MediaPacket>,
     first_ts: Option<i64>,
     last_ts: Option<i64>,
@@ -140,9 +140,9 @@ impl Discovery {
         match packet {
             MediaPacket::Metadata(meta) => self.metadata = Some(meta),
             MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => self.video_config = Some(avcc),
-            MediaPacket::AudioConfig(AudioConfig::Aac { asc }) => {
+            MediaPacket::AudioConfig(config) => {
                 if audio_wanted {
-                    self.audio_config = Some(asc)
+                    self.audio_config = Some(config)
                 }
             }
             MediaPacket::Video(frame) => {
@@ -285,8 +285,17 @@ impl Ladder {
             None => None,
         };
         let audio = match &discovery.audio_config {
-            Some(asc) => {
-                let info = parse_asc(asc).map_err(|e| format!("audio config: {e}"))?;
+            Some(config) => {
+                let codec = match config {
+                    AudioConfig::Aac { asc } => AudioCodec::Aac {
+                        info: parse_asc(asc).map_err(|e| format!("audio config: {e}"))?,
+                        asc: asc.clone(),
+                    },
+                    AudioConfig::Mp3 { sample_rate, channels } => AudioCodec::Mp3 {
+                        sample_rate: *sample_rate,
+                        channels: *channels,
+                    },
+                };
                 let bitrate_bps = discovery
                     .metadata
                     .as_ref()
@@ -294,11 +303,7 @@ impl Ladder {
                     .filter(|k| k.is_finite() && *k > 0.0)
                     .map(|k| (k * 1000.0) as u64)
                     .or_else(|| discovery.measured_bitrate(false));
-                Some(AudioSource {
-                    asc: asc.clone(),
-                    info,
-                    bitrate_bps,
-                })
+                Some(AudioSource { codec, bitrate_bps })
             }
             None => None,
         };
@@ -475,6 +480,11 @@ struct Feeder {
     last_video_dts: Option<i64>,
     last_audio_pts: Option<i64>,
     current_avcc: Option<Bytes>,
+    /// The audio configuration the audio branch was built for.
+    built_audio: Option<AudioConfig>,
+    /// False while the source sends an audio codec the branch cannot take
+    /// (e.g. AAC after an MP3 start); its frames are dropped meanwhile.
+    audio_codec_matches: bool,
     dropped: u64,
     last_source_key_ms: Option<i64>,
     long_gop_limit_ms: i64,
@@ -508,6 +518,8 @@ impl Feeder {
             last_video_dts: None,
             last_audio_pts: None,
             current_avcc: discovery.video_config.clone(),
+            built_audio: discovery.audio_config.clone(),
+            audio_codec_matches: true,
             dropped: 0,
             last_source_key_ms: None,
             long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
@@ -541,7 +553,8 @@ impl Feeder {
 
     fn push(&mut self, packet: MediaPacket) {
         match packet {
-            MediaPacket::Metadata(_) | MediaPacket::AudioConfig(_) => {}
+            MediaPacket::Metadata(_) => {}
+            MediaPacket::AudioConfig(config) => self.audio_config_changed(config),
             MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => {
                 if self.current_avcc.as_ref() != Some(&avcc) {
                     self.video_config_changed(avcc);
@@ -587,6 +600,9 @@ impl Feeder {
                 let Some(src) = self.audio_src.clone() else {
                     return;
                 };
+                if !self.audio_codec_matches {
+                    return self.drop_packet("audio codec differs from the one the ladder was built for");
+                }
                 if self.last_audio_pts.is_some_and(|last| frame.pts_ms < last) {
                     return self.drop_packet("audio timestamp went backwards");
                 }
@@ -633,6 +649,32 @@ impl Feeder {
         self.warnings.push(format!(
             "Source keyframes are more than {limit_s:.1} s apart, so the top rendition is now              re-encoded instead of copied (costs CPU). Set the keyframe interval to 2 s in the              encoder (OBS: Output > Keyframe Interval = 2)."
         ));
+    }
+
+    fn audio_config_changed(&mut self, config: AudioConfig) {
+        let Some(src) = self.audio_src.as_ref() else {
+            return;
+        };
+        match (&self.built_audio, &config) {
+            // The encode branch resamples to the announced format, so only
+            // the parser needs to hear about the new one.
+            (Some(AudioConfig::Mp3 { .. }), AudioConfig::Mp3 { sample_rate, channels }) => {
+                tracing::info!(sample_rate, channels, "MP3 format changed mid-stream");
+                src.set_caps(Some(&pipeline::mp3_caps(*sample_rate, *channels)));
+                self.audio_codec_matches = true;
+            }
+            (Some(AudioConfig::Aac { .. }), AudioConfig::Aac { .. }) => self.audio_codec_matches = true,
+            _ => {
+                if self.audio_codec_matches {
+                    self.warnings.push(
+                        "The publisher switched audio codec mid-stream; audio is dropped until it switches back \
+                         or republishes."
+                            .to_string(),
+                    );
+                }
+                self.audio_codec_matches = false;
+            }
+        }
     }
 
     fn video_config_changed(&mut self, avcc: Bytes) {

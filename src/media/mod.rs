@@ -1,6 +1,7 @@
 //! The media stage: one in-process GStreamer pipeline per stream that decodes
 //! the source once and produces a keyframe-aligned CMAF ladder (plus a
-//! passthrough copy of the source and the AAC audio).
+//! passthrough copy of the source and the audio as AAC: copied when the
+//! source is AAC, encoded once from MP3 otherwise).
 
 mod codec;
 mod keys;
@@ -43,7 +44,7 @@ pub enum MediaError {
 }
 
 /// Elements every ladder may use, with the Debian package that ships them.
-const REQUIRED_ELEMENTS: [(&str, &str); 13] = [
+const REQUIRED_ELEMENTS: [(&str, &str); 18] = [
     ("appsrc", "gstreamer1.0-plugins-base"),
     ("appsink", "gstreamer1.0-plugins-base"),
     ("videoconvert", "gstreamer1.0-plugins-base"),
@@ -57,6 +58,12 @@ const REQUIRED_ELEMENTS: [(&str, &str); 13] = [
     ("avdec_h264", "gstreamer1.0-libav"),
     ("x264enc", "gstreamer1.0-plugins-ugly"),
     ("cmafmux", "the gst-plugin-fmp4 crate (registered statically)"),
+    // MP3 sources are transcoded to AAC.
+    ("mpegaudioparse", "gstreamer1.0-plugins-good"),
+    ("avdec_mp3", "gstreamer1.0-libav"),
+    ("audioconvert", "gstreamer1.0-plugins-base"),
+    ("audioresample", "gstreamer1.0-plugins-base"),
+    ("avenc_aac", "gstreamer1.0-libav"),
 ];
 
 /// Initialises GStreamer, registers `cmafmux`, and checks that every element

@@ -6,7 +6,9 @@
 //! tee₀ ─ queue ─ valve ─ x264enc ─ h264parse ─ cmafmux ─ appsink         (long-GOP fallback)
 //! tee₀ ─ queue ─ videoscale ─ caps ─ teeₙ ─ queue ─ x264enc ─ … appsink  (each rung; teeₙ feeds
 //!                                                                        the next smaller rung)
-//! audio appsrc ─ aacparse ─ cmafmux ─ appsink
+//! audio appsrc ─ aacparse ─ cmafmux ─ appsink                           (AAC: copied)
+//! audio appsrc ─ mpegaudioparse ─ avdec_mp3 ─ audioconvert ─ audioresample ─ caps
+//!              ─ avenc_aac ─ aacparse ─ cmafmux ─ appsink                (MP3: encoded once)
 //! ```
 
 use std::sync::{Arc, Mutex};
@@ -32,10 +34,27 @@ pub(crate) struct VideoSource {
 }
 
 pub(crate) struct AudioSource {
-    pub asc: Bytes,
-    pub info: AacInfo,
+    pub codec: AudioCodec,
+    /// Measured or announced source bitrate; used only when the audio is copied.
     pub bitrate_bps: Option<u64>,
 }
+
+pub(crate) enum AudioCodec {
+    /// Copied as is.
+    Aac { asc: Bytes, info: AacInfo },
+    /// Decoded and encoded to AAC-LC.
+    Mp3 { sample_rate: u32, channels: u32 },
+}
+
+/// avenc_aac spends at most 6144 bits per channel on a 1024-sample frame and
+/// clamps anything above; announce what it will really do.
+pub(crate) fn aac_encode_bitrate_bps(kbps: u32, sample_rate: u32, channels: u32) -> u64 {
+    let ceiling = 6 * u64::from(sample_rate) * u64::from(channels.max(1));
+    (u64::from(kbps) * 1000).min(ceiling)
+}
+
+/// AAC-LC, what avenc_aac writes.
+const ENCODED_AAC_CODECS: &str = "mp4a.40.2";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RungKind {
@@ -248,6 +267,31 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    /// MP3 in, AAC-LC out at the source's first rate and channel count: the
+    /// rendition's format is announced before any audio is decoded, and a
+    /// mid-stream MP3 format change is resampled/remixed to it.
+    fn aac_encode(&self, sample_rate: u32, channels: u32) -> Result<Vec<gst::Element>, String> {
+        let parse = self.add("mpegaudioparse", "audio-parse")?;
+        let decoder = self.add("avdec_mp3", "audio-decoder")?;
+        let convert = self.add("audioconvert", "audio-convert")?;
+        let resample = self.add("audioresample", "audio-resample")?;
+        let format = self.add("capsfilter", "audio-format")?;
+        format.set_property(
+            "caps",
+            gst::Caps::builder("audio/x-raw")
+                .field("rate", sample_rate as i32)
+                .field("channels", channels as i32)
+                .build(),
+        );
+        let encoder = self.add("avenc_aac", "audio-encoder")?;
+        let bps = aac_encode_bitrate_bps(self.profile.audio_bitrate_kbps, sample_rate, channels);
+        encoder.set_property("bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
+        let aac_parse = self.add("aacparse", "audio-aacparse")?;
+        Ok(vec![parse, decoder, convert, resample, format, encoder, aac_parse])
+    }
+}
+
 pub(crate) fn video_caps(video: &VideoSource) -> gst::Caps {
     let fps_milli = (video.fps * 1000.0).round().clamp(1000.0, 240_000.0) as i32;
     gst::Caps::builder("video/x-h264")
@@ -261,12 +305,24 @@ pub(crate) fn video_caps(video: &VideoSource) -> gst::Caps {
 }
 
 pub(crate) fn audio_caps(audio: &AudioSource) -> gst::Caps {
+    match &audio.codec {
+        AudioCodec::Aac { asc, info } => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(asc.clone()))
+            .field("rate", info.sample_rate as i32)
+            .field("channels", info.channels as i32)
+            .build(),
+        AudioCodec::Mp3 { sample_rate, channels } => mp3_caps(*sample_rate, *channels),
+    }
+}
+
+pub(crate) fn mp3_caps(sample_rate: u32, channels: u32) -> gst::Caps {
     gst::Caps::builder("audio/mpeg")
-        .field("mpegversion", 4i32)
-        .field("stream-format", "raw")
-        .field("codec_data", gst::Buffer::from_slice(audio.asc.clone()))
-        .field("rate", audio.info.sample_rate as i32)
-        .field("channels", audio.info.channels as i32)
+        .field("mpegversion", 1i32)
+        .field("layer", 3i32)
+        .field("rate", sample_rate as i32)
+        .field("channels", channels as i32)
         .build()
 }
 
@@ -445,22 +501,46 @@ pub(crate) fn build(
     let mut audio_src = None;
     if let Some(audio) = audio {
         let src = appsrc(&builder, "audio-src", audio_caps(audio))?;
-        let parse = builder.add("aacparse", "audio-parse")?;
         let router = RenditionRouter::new(renditions.len());
-        let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
-        link_all(&[src.upcast_ref(), &parse, &mux])?;
-        let bps = audio.bitrate_bps.unwrap_or(128_000);
-        renditions.push(RenditionSpec {
-            name: "audio".into(),
-            kind: RenditionKind::Audio {
-                sample_rate: audio.info.sample_rate,
-                channels: audio.info.channels,
-            },
-            bandwidth: bps + bps / 10,
-            average_bandwidth: bps,
-            codecs: audio.info.codecs(),
-            passthrough: true,
-        });
+        let spec = match &audio.codec {
+            AudioCodec::Aac { info, .. } => {
+                let parse = builder.add("aacparse", "audio-parse")?;
+                let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
+                link_all(&[src.upcast_ref(), &parse, &mux])?;
+                let bps = audio.bitrate_bps.unwrap_or(128_000);
+                RenditionSpec {
+                    name: "audio".into(),
+                    kind: RenditionKind::Audio {
+                        sample_rate: info.sample_rate,
+                        channels: info.channels,
+                    },
+                    bandwidth: bps + bps / 10,
+                    average_bandwidth: bps,
+                    codecs: info.codecs(),
+                    passthrough: true,
+                }
+            }
+            AudioCodec::Mp3 { sample_rate, channels } => {
+                let mut chain = builder.aac_encode(*sample_rate, *channels)?;
+                chain.insert(0, src.clone().upcast());
+                let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
+                chain.push(mux);
+                link_all(&chain.iter().collect::<Vec<_>>())?;
+                let bps = aac_encode_bitrate_bps(profile.audio_bitrate_kbps, *sample_rate, *channels);
+                RenditionSpec {
+                    name: "audio".into(),
+                    kind: RenditionKind::Audio {
+                        sample_rate: *sample_rate,
+                        channels: *channels,
+                    },
+                    bandwidth: bps + bps / 10,
+                    average_bandwidth: bps,
+                    codecs: ENCODED_AAC_CODECS.into(),
+                    passthrough: false,
+                }
+            }
+        };
+        renditions.push(spec);
         routers.push(router);
         audio_src = Some(src);
     }

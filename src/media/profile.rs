@@ -20,6 +20,10 @@ pub struct LadderProfile {
     pub long_gop_fallback: bool,
     #[serde(default)]
     pub audio: AudioMode,
+    /// AAC bitrate used when the source audio is not AAC and has to be
+    /// encoded (once, shared by every video rendition). AAC is always copied.
+    #[serde(default = "default_audio_bitrate_kbps")]
+    pub audio_bitrate_kbps: u32,
     #[serde(default)]
     pub encoder: EncoderSettings,
     #[serde(default)]
@@ -32,7 +36,7 @@ pub struct LadderProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioMode {
-    /// AAC copied into its own rendition.
+    /// One audio rendition: AAC copied, MP3 encoded to AAC.
     #[default]
     Copy,
     /// No audio rendition.
@@ -111,6 +115,10 @@ fn default_true() -> bool {
     true
 }
 
+fn default_audio_bitrate_kbps() -> u32 {
+    128
+}
+
 impl LadderProfile {
     /// Checks what serde cannot; element property values (preset names, …)
     /// are checked against GStreamer when a ladder is built.
@@ -119,6 +127,12 @@ impl LadderProfile {
             return Err(format!(
                 "encoder.profile {:?} is not one of high, main, baseline",
                 self.encoder.profile
+            ));
+        }
+        if !(8..=512).contains(&self.audio_bitrate_kbps) {
+            return Err(format!(
+                "audio_bitrate_kbps {} out of range 8..=512",
+                self.audio_bitrate_kbps
             ));
         }
         if !self.passthrough && self.rungs.is_empty() {
@@ -203,6 +217,7 @@ mod tests {
         assert_eq!(heights, vec![1080, 720, 480, 360]);
         assert!(default.passthrough);
         assert_eq!(default.encoder.tune, "zerolatency");
+        assert_eq!(default.audio_bitrate_kbps, 128, "default when the file does not say");
         let passthrough = profiles.get("passthrough").expect("passthrough.toml");
         assert!(passthrough.rungs.is_empty() && passthrough.passthrough);
         assert!(profiles.get("small").is_some_and(|p| p.rungs.len() >= 2));
@@ -220,5 +235,13 @@ mod tests {
         std::fs::write(&path, "passthrough = false\n").expect("write");
         let err = load_profiles(dir.path()).expect_err("must fail").to_string();
         assert!(err.contains("nothing to output"), "{err}");
+
+        std::fs::write(&path, "audio_bitrate_kbps = 4\n").expect("write");
+        let err = load_profiles(dir.path()).expect_err("must fail").to_string();
+        assert!(err.contains("audio_bitrate_kbps 4"), "{err}");
+
+        std::fs::write(&path, "audio_bitrate_kbps = 96\n").expect("write");
+        let profiles = load_profiles(dir.path()).expect("valid");
+        assert_eq!(profiles.get("broken").map(|p| p.audio_bitrate_kbps), Some(96));
     }
 }

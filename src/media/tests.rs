@@ -24,13 +24,19 @@ fn settings(segment_ms: u64) -> LadderSettings {
 
 /// Encodes a short test clip to FLV with ffmpeg; `extra` picks the tracks/GOP.
 fn make_flv(dir: &Path, name: &str, video: Option<u32>, audio: bool) -> PathBuf {
+    let aac: &[&str] = &["-c:a", "aac", "-b:a", "96k"];
+    make_flv_with_audio(dir, name, video, audio.then_some(aac))
+}
+
+/// `audio` is the ffmpeg audio codec arguments, `None` for no audio track.
+fn make_flv_with_audio(dir: &Path, name: &str, video: Option<u32>, audio: Option<&[&str]>) -> PathBuf {
     let path = dir.join(name);
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-y"]);
     if video.is_some() {
         cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
     }
-    if audio {
+    if audio.is_some() {
         cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
     }
     if let Some(gop) = video {
@@ -38,8 +44,8 @@ fn make_flv(dir: &Path, name: &str, video: Option<u32>, audio: bool) -> PathBuf 
         cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
         cmd.args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0", "-bf", "0"]);
     }
-    if audio {
-        cmd.args(["-c:a", "aac", "-b:a", "96k"]);
+    if let Some(codec_args) = audio {
+        cmd.args(codec_args);
     }
     cmd.args(["-t", "3.5", "-f", "flv"]).arg(&path);
     let status = cmd.status().expect("ffmpeg runs");
@@ -51,11 +57,13 @@ fn be24(b: &[u8]) -> u32 {
     (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
 }
 
-/// Minimal FLV demuxer: AVC and AAC tags into ingest packets.
+/// Minimal FLV demuxer: AVC, AAC and MP3 tags into ingest packets. MP3's
+/// format comes from the FLV rate/type bits, exact for the 44.1 kHz clips here.
 fn flv_packets(path: &Path) -> Vec<MediaPacket> {
     let data = std::fs::read(path).expect("read flv");
     assert_eq!(&data[0..3], b"FLV");
     let mut packets = Vec::new();
+    let mut mp3_config = None;
     let mut at = 9 + 4;
     while at + 11 <= data.len() {
         let kind = data[at];
@@ -91,6 +99,21 @@ fn flv_packets(path: &Path) -> Vec<MediaPacket> {
                         data: payload,
                     }));
                 }
+            }
+            8 if body.len() > 1 && body[0] >> 4 == 2 => {
+                assert_eq!((body[0] >> 2) & 0x03, 3, "test clips are 44.1 kHz");
+                let config = AudioConfig::Mp3 {
+                    sample_rate: 44100,
+                    channels: if body[0] & 1 == 1 { 2 } else { 1 },
+                };
+                if mp3_config.as_ref() != Some(&config) {
+                    mp3_config = Some(config.clone());
+                    packets.push(MediaPacket::AudioConfig(config));
+                }
+                packets.push(MediaPacket::Audio(AudioFrame {
+                    pts_ms: ts,
+                    data: Bytes::copy_from_slice(&body[1..]),
+                }));
             }
             _ => {}
         }
@@ -291,6 +314,83 @@ async fn audio_only_and_video_only_inputs_work() {
     let names: Vec<_> = renditions.iter().map(|r| r.spec.name.as_str()).collect();
     assert_eq!(names, ["360p", "240p", "160p"]);
     for r in &renditions {
+        let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+        assert!(
+            errors.is_empty() && frames >= 90,
+            "{}: {errors} / {frames}",
+            r.spec.name
+        );
+    }
+}
+
+/// ffprobe's view of the first stream: "codec_name,profile,sample_rate,channels".
+fn probe_audio(dir: &Path, name: &str, data: &[u8]) -> String {
+    let path = dir.join(format!("{name}-probe.mp4"));
+    std::fs::write(&path, data).expect("write");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,profile,sample_rate,channels",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    assert!(out.status.success(), "ffprobe failed on {name}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mp3_source_audio_is_encoded_once_to_aac() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp3: &[&str] = &["-c:a", "libmp3lame", "-ar", "44100", "-b:a", "64k"];
+    let flv = make_flv_with_audio(dir.path(), "mp3.flv", Some(30), Some(mp3));
+    let packets = flv_packets(&flv);
+    assert!(packets.iter().any(|p| matches!(
+        p,
+        MediaPacket::AudioConfig(AudioConfig::Mp3 {
+            sample_rate: 44100,
+            channels: 1
+        })
+    )));
+    let mut profile = small_profile();
+    profile.audio_bitrate_kbps = 96;
+    let events = run_ladder(packets, &profile, &settings(1000)).await;
+    let (renditions, warnings) = by_rendition(&events);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<_> = renditions.iter().map(|r| r.spec.name.as_str()).collect();
+    // One audio rendition for the whole ladder, whatever the number of video rungs.
+    assert_eq!(names, ["360p", "240p", "160p", "audio"]);
+    let audio = &renditions[3];
+    assert_eq!(
+        audio.spec.kind,
+        RenditionKind::Audio {
+            sample_rate: 44100,
+            channels: 1
+        }
+    );
+    assert_eq!(audio.spec.codecs, "mp4a.40.2");
+    assert!(!audio.spec.passthrough, "encoded audio is not passthrough");
+    // The profile's bitrate, not the 64 kbit/s of the MP3 source.
+    assert_eq!(audio.spec.average_bandwidth, 96_000);
+
+    assert_eq!(audio.inits.len(), 1);
+    assert!(audio.chunks.len() >= 10, "{} audio chunks", audio.chunks.len());
+    assert!(audio.chunks.iter().all(|c| c.independent));
+    let total_ns: u64 = audio.chunks.iter().map(|c| c.duration_ns).sum();
+    assert!(
+        (3_200_000_000..=3_800_000_000).contains(&total_ns),
+        "audio lasts {total_ns} ns"
+    );
+    assert_eq!(probe_audio(dir.path(), "audio", &audio.stream), "aac,LC,44100,1");
+    let (errors, frames) = ffmpeg_decode(dir.path(), "mp3-audio", &audio.stream);
+    assert!(errors.is_empty(), "decode errors: {errors}");
+    // 3.5 s at 44.1 kHz is ~150 AAC frames of 1024 samples.
+    assert!(frames >= 140, "only {frames} AAC frames");
+
+    for r in &renditions[..3] {
         let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
         assert!(
             errors.is_empty() && frames >= 90,

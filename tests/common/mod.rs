@@ -260,6 +260,8 @@ pub struct Source {
     pub gop: u32,
     pub seconds: Option<u32>,
     pub video_kbps: u32,
+    /// ffmpeg audio encoder: "aac" (copied by the server) or e.g. "libmp3lame" (encoded to AAC).
+    pub audio_codec: &'static str,
 }
 
 impl Source {
@@ -271,6 +273,7 @@ impl Source {
             gop: 60,
             seconds: None,
             video_kbps: 800,
+            audio_codec: "aac",
         }
     }
     pub fn hd1080() -> Self {
@@ -281,6 +284,7 @@ impl Source {
             gop: 60,
             seconds: None,
             video_kbps: 4500,
+            audio_codec: "aac",
         }
     }
 
@@ -325,7 +329,7 @@ impl Source {
             ]);
         }
         if self.audio {
-            a.extend(["-c:a", "aac", "-b:a", "96k"].map(String::from));
+            a.extend(["-c:a", self.audio_codec, "-b:a", "96k"].map(String::from));
         }
         a.extend(["-f".into(), "flv".into(), url.to_owned()]);
         a

@@ -59,7 +59,8 @@ struct Publishing {
     audio_clock: TrackClock,
     avcc: Option<Bytes>,
     nal_length_size: usize,
-    asc: Option<Bytes>,
+    /// The audio configuration last sent downstream.
+    audio_config: Option<AudioConfig>,
     dropped_before_config: u64,
     malformed_tags: u64,
 }
@@ -424,7 +425,7 @@ impl Connection {
                     audio_clock: TrackClock::new("audio"),
                     avcc: None,
                     nal_length_size: 4,
-                    asc: None,
+                    audio_config: None,
                     dropped_before_config: 0,
                     malformed_tags: 0,
                 });
@@ -504,19 +505,47 @@ impl Connection {
             Err(err) => return self.media_error(err),
             Ok(AudioTag::Ignored) => return Ok(Flow::Continue),
             Ok(AudioTag::AacSequenceHeader(asc)) => {
-                if publishing.asc.as_ref() == Some(&asc) {
+                let config = AudioConfig::Aac { asc };
+                if publishing.audio_config.as_ref() == Some(&config) {
                     return Ok(Flow::Continue);
                 }
-                publishing.asc = Some(asc.clone());
-                MediaPacket::AudioConfig(AudioConfig::Aac { asc })
+                publishing.audio_config = Some(config.clone());
+                MediaPacket::AudioConfig(config)
             }
             Ok(AudioTag::AacRaw(data)) => {
-                if publishing.asc.is_none() {
+                if !matches!(publishing.audio_config, Some(AudioConfig::Aac { .. })) {
                     publishing.dropped_before_config += 1;
                     debug!("audio frame before AAC sequence header dropped");
                     return Ok(Flow::Continue);
                 }
                 let pts_ms = publishing.audio_clock.dts(message.timestamp);
+                MediaPacket::Audio(AudioFrame { pts_ms, data })
+            }
+            Ok(AudioTag::Mp3 {
+                format,
+                from_frame_header,
+                data,
+            }) => {
+                let pts_ms = publishing.audio_clock.dts(message.timestamp);
+                let is_mp3 = matches!(publishing.audio_config, Some(AudioConfig::Mp3 { .. }));
+                // A guess from the FLV bits never overrides what a frame header said.
+                if from_frame_header || !is_mp3 {
+                    let config = AudioConfig::Mp3 {
+                        sample_rate: format.sample_rate,
+                        channels: format.channels,
+                    };
+                    if publishing.audio_config.as_ref() != Some(&config) {
+                        info!(
+                            sample_rate = format.sample_rate,
+                            channels = format.channels,
+                            "MP3 audio"
+                        );
+                        publishing.audio_config = Some(config.clone());
+                        if let flow @ Flow::Close(_) = self.forward(MediaPacket::AudioConfig(config)).await? {
+                            return Ok(flow);
+                        }
+                    }
+                }
                 MediaPacket::Audio(AudioFrame { pts_ms, data })
             }
         };

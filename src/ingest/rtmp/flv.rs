@@ -1,10 +1,12 @@
 //! FLV audio/video tag bodies as carried in RTMP messages 8 and 9.
 //!
-//! Only H.264 and AAC are accepted downstream; everything else is recognised
-//! well enough to be named in an error, including Enhanced RTMP
-//! (ExVideoTagHeader with a FourCC).
+//! Only H.264, AAC and MP3 are accepted downstream (MP3 is transcoded to AAC
+//! by the media stage); everything else is recognised well enough to be
+//! named in an error, including Enhanced RTMP (ExVideoTagHeader with a FourCC).
 
 use bytes::{Bytes, BytesMut};
+
+use super::mpeg_audio;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlvError {
@@ -16,7 +18,7 @@ pub enum FlvError {
     },
     #[error("unsupported video codec {0}; send H.264")]
     UnsupportedVideo(String),
-    #[error("unsupported audio codec {0}; send AAC")]
+    #[error("unsupported audio codec {0}; send AAC or MP3")]
     UnsupportedAudio(String),
     #[error("malformed AVC data: {0}")]
     MalformedAvc(&'static str),
@@ -40,10 +42,27 @@ pub(crate) enum AudioTag {
     /// AudioSpecificConfig.
     AacSequenceHeader(Bytes),
     AacRaw(Bytes),
+    /// Raw MPEG audio layer III frames (MP3 has no sequence header).
+    Mp3 {
+        format: Mp3Format,
+        /// `format` was read from an MPEG audio frame header, not guessed
+        /// from the FLV tag's rate/type bits.
+        from_frame_header: bool,
+        data: Bytes,
+    },
     Ignored,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mp3Format {
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
 const FLV_CODEC_AVC: u8 = 7;
+const SOUND_FORMAT_MP3: u8 = 2;
+const SOUND_FORMAT_AAC: u8 = 10;
+const SOUND_FORMAT_MP3_8KHZ: u8 = 14;
 const FRAME_TYPE_KEY: u8 = 1;
 const FRAME_TYPE_INFO: u8 = 5;
 const EX_HEADER_FLAG: u8 = 0x80;
@@ -88,7 +107,10 @@ pub(crate) fn parse_audio(tag: &Bytes) -> Result<AudioTag, FlvError> {
         return Ok(AudioTag::Ignored);
     };
     let sound_format = first >> 4;
-    if sound_format != 10 {
+    if sound_format == SOUND_FORMAT_MP3 || sound_format == SOUND_FORMAT_MP3_8KHZ {
+        return parse_mp3(first, tag);
+    }
+    if sound_format != SOUND_FORMAT_AAC {
         return Err(FlvError::UnsupportedAudio(audio_name(sound_format, tag)));
     }
     if tag.len() < 2 {
@@ -104,6 +126,52 @@ pub(crate) fn parse_audio(tag: &Bytes) -> Result<AudioTag, FlvError> {
         1 if body.is_empty() => Ok(AudioTag::Ignored),
         1 => Ok(AudioTag::AacRaw(body)),
         _ => Ok(AudioTag::Ignored),
+    }
+}
+
+fn parse_mp3(first: u8, tag: &Bytes) -> Result<AudioTag, FlvError> {
+    let sound_format = first >> 4;
+    let data = tag.slice(1..);
+    if data.is_empty() {
+        return Ok(AudioTag::Ignored);
+    }
+    match mpeg_audio::find_header(&data) {
+        Some(header) if header.layer != 3 => Err(FlvError::UnsupportedAudio(format!(
+            "MPEG audio layer {} (FLV sound format {sound_format})",
+            header.layer
+        ))),
+        Some(header) => Ok(AudioTag::Mp3 {
+            format: Mp3Format {
+                sample_rate: header.sample_rate,
+                channels: header.channels,
+            },
+            from_frame_header: true,
+            data,
+        }),
+        None => Ok(AudioTag::Mp3 {
+            format: flv_mp3_format(first),
+            from_frame_header: false,
+            data,
+        }),
+    }
+}
+
+/// What the FLV tag header claims; 48 kHz and 32 kHz sources are announced
+/// as 44 kHz, which is why the frame header is preferred.
+fn flv_mp3_format(first: u8) -> Mp3Format {
+    let sample_rate = if first >> 4 == SOUND_FORMAT_MP3_8KHZ {
+        8000
+    } else {
+        match (first >> 2) & 0x03 {
+            0 => 5512,
+            1 => 11025,
+            2 => 22050,
+            _ => 44100,
+        }
+    };
+    Mp3Format {
+        sample_rate,
+        channels: if first & 0x01 == 1 { 2 } else { 1 },
     }
 }
 
@@ -285,13 +353,87 @@ mod tests {
             parse_audio(&bytes(&[0xaf])),
             Err(FlvError::Truncated { need: 2, .. })
         ));
-        let mp3 = parse_audio(&bytes(&[0x2f, 0xff])).expect_err("MP3 refused");
-        assert_eq!(
-            mp3.to_string(),
-            "unsupported audio codec MP3 (FLV sound format 2); send AAC"
-        );
         let opus = parse_audio(&bytes(&[0x90, b'O', b'p', b'u', b's'])).expect_err("refused");
         assert!(opus.to_string().contains("Opus"));
+        for (first, name) in [
+            (0x72, "G.711 A-law (FLV sound format 7)"),
+            (0x82, "G.711 mu-law (FLV sound format 8)"),
+            (0x62, "Nellymoser (FLV sound format 6)"),
+            (0xb2, "Speex (FLV sound format 11)"),
+            (0x3e, "linear PCM little-endian (FLV sound format 3)"),
+        ] {
+            let err = parse_audio(&bytes(&[first, 0, 0])).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                format!("unsupported audio codec {name}; send AAC or MP3")
+            );
+        }
+    }
+
+    #[test]
+    fn mp3_format_comes_from_the_frame_header() {
+        // FLV says 44 kHz stereo (it cannot say 48 kHz); the frame says 48 kHz mono.
+        let frame = [0x2f, 0xff, 0xfb, 0x94, 0xc4, 0x00, 0x11];
+        assert_eq!(
+            parse_audio(&bytes(&frame)),
+            Ok(AudioTag::Mp3 {
+                format: Mp3Format {
+                    sample_rate: 48000,
+                    channels: 1
+                },
+                from_frame_header: true,
+                data: bytes(&frame[1..]),
+            })
+        );
+        // MP3 8 kHz (sound format 14) carrying an MPEG-2.5 frame.
+        let eight = [0xe2, 0xff, 0xe3, 0x28, 0xc4];
+        assert!(matches!(
+            parse_audio(&bytes(&eight)),
+            Ok(AudioTag::Mp3 {
+                format: Mp3Format {
+                    sample_rate: 8000,
+                    channels: 1
+                },
+                from_frame_header: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mp3_without_a_frame_header_falls_back_to_flv_bits() {
+        let tag = bytes(&[0x2b, 0x00, 0x01, 0x02]);
+        assert_eq!(
+            parse_audio(&tag),
+            Ok(AudioTag::Mp3 {
+                format: Mp3Format {
+                    sample_rate: 22050,
+                    channels: 2
+                },
+                from_frame_header: false,
+                data: bytes(&[0x00, 0x01, 0x02]),
+            })
+        );
+        assert!(matches!(
+            parse_audio(&bytes(&[0xe2, 0x00])),
+            Ok(AudioTag::Mp3 {
+                format: Mp3Format {
+                    sample_rate: 8000,
+                    channels: 1
+                },
+                ..
+            })
+        ));
+        assert_eq!(parse_audio(&bytes(&[0x2f])), Ok(AudioTag::Ignored));
+    }
+
+    #[test]
+    fn mpeg_audio_layer_2_in_an_mp3_tag_is_refused_by_name() {
+        let err = parse_audio(&bytes(&[0x2f, 0xff, 0xfd, 0x90, 0x00])).expect_err("layer II refused");
+        assert_eq!(
+            err.to_string(),
+            "unsupported audio codec MPEG audio layer 2 (FLV sound format 2); send AAC or MP3"
+        );
     }
 
     #[test]

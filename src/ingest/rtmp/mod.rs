@@ -9,6 +9,7 @@ mod connection;
 mod error;
 mod flv;
 mod metadata;
+mod mpeg_audio;
 mod rml;
 mod server;
 mod settings;

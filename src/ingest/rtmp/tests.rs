@@ -168,6 +168,10 @@ struct Summary {
     metadata: Vec<crate::ingest::StreamMetadata>,
     avcc: Option<bytes::Bytes>,
     asc: Option<bytes::Bytes>,
+    /// Every MP3 configuration, in order.
+    mp3_configs: Vec<(u32, u32)>,
+    audio_frames: Vec<bytes::Bytes>,
+    audio_before_config: bool,
     video_dts: Vec<i64>,
     keyframes: usize,
     audio_pts: Vec<i64>,
@@ -181,6 +185,9 @@ fn summarise(packets: &[MediaPacket]) -> Summary {
             MediaPacket::Metadata(m) => s.metadata.push(m.clone()),
             MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => s.avcc = Some(avcc.clone()),
             MediaPacket::AudioConfig(AudioConfig::Aac { asc }) => s.asc = Some(asc.clone()),
+            MediaPacket::AudioConfig(AudioConfig::Mp3 { sample_rate, channels }) => {
+                s.mp3_configs.push((*sample_rate, *channels))
+            }
             MediaPacket::Video(frame) => {
                 if s.avcc.is_none() {
                     s.video_before_config = true;
@@ -192,7 +199,13 @@ fn summarise(packets: &[MediaPacket]) -> Summary {
                 s.video_dts.push(frame.dts_ms);
                 s.keyframes += usize::from(frame.keyframe);
             }
-            MediaPacket::Audio(frame) => s.audio_pts.push(frame.pts_ms),
+            MediaPacket::Audio(frame) => {
+                if s.asc.is_none() && s.mp3_configs.is_empty() {
+                    s.audio_before_config = true;
+                }
+                s.audio_pts.push(frame.pts_ms);
+                s.audio_frames.push(frame.data.clone());
+            }
         }
     }
     s
@@ -306,6 +319,60 @@ async fn unsupported_codec_is_refused_with_a_named_error() {
         "stderr: {}",
         finished.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_mp3_audio_reaches_gate_as_mp3_frames() {
+    let mut harness = start().await;
+    let url = format!("rtmp://{}/live/KEYmp3", harness.addr);
+    let extra = ["-c:a", "libmp3lame", "-ar", "44100", "-b:a", "64k"];
+    let publisher = tokio::spawn(run(ffmpeg_publish(&url, 3, &extra), Duration::from_secs(30)));
+    let session = next_session(&mut harness).await;
+    let packets = drain(session.media).await;
+    let finished = publisher.await.expect("join");
+    assert!(finished.status.success(), "ffmpeg failed: {}", finished.stderr);
+
+    let s = summarise(&packets);
+    assert!(s.asc.is_none());
+    // The lavfi sine source is mono; sent once because it never changes.
+    assert_eq!(s.mp3_configs, [(44100, 1)]);
+    assert!(!s.audio_before_config);
+    assert!(s.avcc.is_some() && s.video_dts.len() >= 85);
+    // 3 s of 44.1 kHz MP3 is ~115 frames of 1152 samples, one per FLV tag.
+    assert!(
+        (105..=125).contains(&s.audio_frames.len()),
+        "{} audio frames",
+        s.audio_frames.len()
+    );
+    for frame in &s.audio_frames {
+        // MPEG-1 layer III sync word: raw frames, FLV byte stripped.
+        assert_eq!(frame.get(..2), Some(&[0xff, 0xfb][..]), "{:02x?}", frame.get(..4));
+    }
+    assert_monotonic(&s.audio_pts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_audio_codecs_are_still_refused_by_name() {
+    let harness = start().await;
+    for (codec, rate, name) in [
+        ("pcm_alaw", "8000", "G.711 A-law (FLV sound format 7)"),
+        ("nellymoser", "44100", "Nellymoser (FLV sound format 6)"),
+    ] {
+        let url = format!("rtmp://{}/live/KEY-{codec}", harness.addr);
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"]);
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+        cmd.args(["-c:a", codec, "-ar", rate, "-ac", "1", "-t", "3", "-f", "flv", &url]);
+        let finished = run(cmd, Duration::from_secs(15)).await;
+        assert!(!finished.status.success(), "{codec} was accepted");
+        assert!(finished.elapsed < Duration::from_secs(5), "took {:?}", finished.elapsed);
+        let expected = format!("unsupported audio codec {name}; send AAC or MP3");
+        assert!(
+            finished.stderr.contains(&expected),
+            "{codec} stderr: {}",
+            finished.stderr
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
