@@ -146,19 +146,12 @@ impl Outbound {
         timestamp: u32,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, OutboundError> {
-        let payload = RtmpMessage::VideoData { data: data.into() }
-            .into_message_payload(RtmpTimestamp::new(timestamp), message_stream_id)
-            .map_err(|err| OutboundError {
-                what: "video",
-                reason: err.to_string(),
-            })?;
-        self.serializer
-            .serialize(&payload, false, false)
-            .map(|packet| packet.bytes)
-            .map_err(|err| OutboundError {
-                what: "video",
-                reason: err.to_string(),
-            })
+        self.message_at(
+            "video",
+            message_stream_id,
+            timestamp,
+            RtmpMessage::VideoData { data: data.into() },
+        )
     }
 
     fn message(
@@ -167,8 +160,18 @@ impl Outbound {
         message_stream_id: u32,
         message: RtmpMessage,
     ) -> Result<Vec<u8>, OutboundError> {
+        self.message_at(what, message_stream_id, 0, message)
+    }
+
+    fn message_at(
+        &mut self,
+        what: &'static str,
+        message_stream_id: u32,
+        timestamp: u32,
+        message: RtmpMessage,
+    ) -> Result<Vec<u8>, OutboundError> {
         let payload = message
-            .into_message_payload(RtmpTimestamp::new(0), message_stream_id)
+            .into_message_payload(RtmpTimestamp::new(timestamp), message_stream_id)
             .map_err(|err| OutboundError {
                 what,
                 reason: err.to_string(),
