@@ -28,7 +28,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: run serve deps test-deps build release test test-unit test-e2e fmt lint clean
+.PHONY: run deps test-deps build release test bench fmt lint clean
 
 run: deps release
 	./target/release/pulse-edge serve
@@ -55,6 +55,10 @@ test: test-deps
 	$(CARGO) test --locked --lib --bins -- --test-threads=2
 	# End-to-end tests start the real binary and real encoders: one at a time (2 cores).
 	$(CARGO) test --locked --test '*' -- --test-threads=1
+
+# Figures for bench/RESULTS.md (needs the test tools: ffmpeg, gst-launch-1.0).
+bench: test-deps release
+	python3 bench/spine.py --repeats 3 --seconds 30
 
 fmt:
 	$(CARGO) fmt --all
