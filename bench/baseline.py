@@ -89,6 +89,10 @@ def tree_sample(root):
             cpu = (int(fields[11]) + int(fields[12])) / spine.TICK
             with open(f"/proc/{pid}/comm") as f:
                 comm = f.read().strip()
+            with open(f"/proc/{pid}/cmdline") as f:
+                title = f.read().split("\0")[0]
+            if title.startswith("nginx: "):  # "nginx: worker process" -> "nginx worker"
+                comm = "nginx " + title[len("nginx: "):].replace(" process", "")
             sample[(pid, start)] = (cpu, spine.rss_mib(pid), comm)
         except OSError:
             continue  # exited between the listing and the read

@@ -220,3 +220,53 @@ async fn mp3_audio_is_encoded_to_aac_once_for_every_rendition() {
     let (ok, stderr) = ffmpeg_decode(&stream.playback_url, 4, &[]);
     assert!(ok && stderr.trim().is_empty(), "ffmpeg decode failed:\n{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obs_auto_keyframes_drop_passthrough_and_warn_the_operator() {
+    let server = Server::start();
+    let stream = server.create_stream("long-gop", Some("small"));
+    // OBS's "auto" keyframe interval: IDRs ~8 s apart.
+    let source = Source {
+        gop: 240,
+        ..Source::small()
+    };
+    let _publisher = source.publish(&stream.publish_url());
+    let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
+    let top = master
+        .lines()
+        .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
+        .nth(1)
+        .expect("variant")
+        .to_owned();
+    let url = stream.url(&server.base(), &top);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pl = loop {
+        let pl = MediaPlaylist::parse(&get_text(&url).await.1);
+        let after_switch = pl.segments.iter().skip_while(|s| !s.discontinuity).count();
+        if after_switch >= 3 {
+            break pl;
+        }
+        assert!(Instant::now() < deadline, "no switch to encoded keyframes: {pl:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let switched = pl.segments.iter().position(|s| s.discontinuity).expect("discontinuity");
+    assert_ne!(
+        pl.segments[switched].map_uri, pl.segments[0].map_uri,
+        "the encoded top rung has its own init"
+    );
+    for seg in &pl.segments[switched..] {
+        assert!(
+            seg.duration <= 2.5,
+            "segments follow the 2 s target after the switch: {:?}",
+            pl.segments
+        );
+    }
+    check_media_playlist(&top, &get_text(&url).await.1, media_uris(&master).len(), true);
+    let log = server.log();
+    assert!(
+        log.contains("Set the keyframe interval to 2 s"),
+        "operator warned in the log"
+    );
+    let (ok, stderr) = ffmpeg_decode(&url, 4, &[]);
+    assert!(ok && stderr.trim().is_empty(), "decode across the switch: {stderr}");
+}

@@ -647,7 +647,7 @@ impl Feeder {
             planner.schedule_switch(pts.nseconds());
         }
         self.warnings.push(format!(
-            "Source keyframes are more than {limit_s:.1} s apart, so the top rendition is now              re-encoded instead of copied (costs CPU). Set the keyframe interval to 2 s in the              encoder (OBS: Output > Keyframe Interval = 2)."
+            "Source keyframes are more than {limit_s:.1} s apart, so the top rendition is now re-encoded instead of copied (costs CPU). Set the keyframe interval to 2 s in the encoder (OBS: Output > Keyframe Interval = 2)."
         ));
     }
 

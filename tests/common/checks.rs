@@ -63,7 +63,21 @@ pub fn check_media_playlist(name: &str, text: &str, renditions: usize, encrypted
             .find("#EXT-X-KEY:")
             .unwrap_or_else(|| panic!("{}", ctx("no EXT-X-KEY")));
         assert!(first_map < first_key, "{}", ctx("EXT-X-MAP must come before EXT-X-KEY"));
-        for key in tag_lines(text, "#EXT-X-KEY") {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if *line == "#EXT-X-KEY:METHOD=NONE" {
+                let next = lines.get(i + 1).copied().unwrap_or("");
+                assert!(
+                    next.starts_with("#EXT-X-MAP:"),
+                    "{}",
+                    ctx("METHOD=NONE only ends a key before a new MAP")
+                );
+            }
+        }
+        for key in tag_lines(text, "#EXT-X-KEY")
+            .into_iter()
+            .filter(|k| *k != "#EXT-X-KEY:METHOD=NONE")
+        {
             let a = attrs(key);
             assert_eq!(
                 a.get("METHOD").map(String::as_str),

@@ -59,6 +59,7 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
 
     let part_listing_ns = td_ns.saturating_mul(3);
     let mut previous_init = None;
+    let mut key_in_force = false;
     for segment in listed.iter().skip(skipped) {
         if segment.discontinuity {
             out.push_str("#EXT-X-DISCONTINUITY\n");
@@ -66,9 +67,15 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
         // MAP before KEY keeps the init segment clear. The first written
         // segment always gets both, so delta playlists carry them too.
         if previous_init != Some(segment.init_id) {
+            // A MAP further down inherits the KEY above it in ffmpeg (it then
+            // decrypts the clear init and stalls): end that key first.
+            if key_in_force {
+                out.push_str("#EXT-X-KEY:METHOD=NONE\n");
+            }
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_file(segment.init_id));
             previous_init = Some(segment.init_id);
         }
+        key_in_force = segment.key.is_some();
         if let Some(key) = segment.key {
             let uri = with_query(&format!("../key/{}.key", key.key_id), p.key_query);
             let _ = writeln!(

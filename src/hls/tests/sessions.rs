@@ -68,8 +68,11 @@ async fn sessions_continue_numbering_with_a_discontinuity() {
     assert_eq!(discontinuities(&third), 2);
     let all = lines(&third);
     let map_at = all.iter().position(|l| *l == maps[1]).expect("map");
-    assert_eq!(all[map_at - 1], "#EXT-X-DISCONTINUITY");
-    assert!(all[map_at + 1].starts_with("#EXT-X-KEY:"));
+    assert_eq!(
+        all[map_at - 2..map_at],
+        ["#EXT-X-DISCONTINUITY", "#EXT-X-KEY:METHOD=NONE"]
+    );
+    assert!(all[map_at + 1].starts_with("#EXT-X-KEY:METHOD=AES-128"));
 
     // Both discontinuities slide out of the window: the sequence counts them.
     h.segments(8, 5);
@@ -96,7 +99,13 @@ async fn init_change_mid_segment_starts_a_new_segment() {
     assert_eq!(maps.len(), 2);
     let all = lines(&text);
     let map_at = all.iter().position(|l| *l == maps[1]).expect("map");
-    assert_eq!(all[map_at - 1], "#EXT-X-DISCONTINUITY");
+    // The key above must not apply to the clear init (ffmpeg would decrypt it).
+    assert_eq!(all[map_at - 1], "#EXT-X-KEY:METHOD=NONE");
+    assert_eq!(all[map_at - 2], "#EXT-X-DISCONTINUITY");
+    assert!(
+        all[map_at + 1].starts_with("#EXT-X-KEY:METHOD=AES-128"),
+        "a key again for the next segment"
+    );
     assert!(text.contains(&format!("URI=\"{}.0.mp4\"", m + 2)));
 }
 
