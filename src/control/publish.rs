@@ -41,7 +41,8 @@ pub struct PublishSettings {
 struct ActivePublish {
     session: u64,
     kicked: CancellationToken,
-    task: JoinHandle<()>,
+    /// Set right after the session task is spawned.
+    task: Option<JoinHandle<()>>,
 }
 
 pub struct PublishController {
@@ -143,13 +144,12 @@ impl PublishController {
             if let Some(old) = &previous {
                 old.kicked.cancel();
             }
-            // The placeholder task is replaced below once the session task exists.
             active.insert(
                 stream_id.clone(),
                 ActivePublish {
                     session,
                     kicked: kicked.clone(),
-                    task: tokio::spawn(async {}),
+                    task: None,
                 },
             );
             previous
@@ -173,9 +173,9 @@ impl PublishController {
         let task_kicked = kicked.clone();
         let task = tokio::spawn(
             async move {
-                if let Some(old) = previous {
+                if let Some(old_task) = previous.and_then(|old| old.task) {
                     // The packager serves one session at a time: wait for the old one to let go.
-                    if tokio::time::timeout(TAKEOVER_GRACE, old.task).await.is_err() {
+                    if tokio::time::timeout(TAKEOVER_GRACE, old_task).await.is_err() {
                         tracing::warn!("previous session did not stop within the takeover grace period");
                     }
                 }
@@ -186,7 +186,7 @@ impl PublishController {
         );
         if let Some(entry) = self.active.lock().get_mut(&stream.id) {
             if entry.session == session {
-                entry.task = task;
+                entry.task = Some(task);
             }
         }
         Ok(PublishSession {
