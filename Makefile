@@ -13,6 +13,8 @@ RUN_PKGS := pkg-config gcc libc6-dev \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
 # What only the tests need: real publishers and players.
 TEST_PKGS := ffmpeg chromium ca-certificates
+# The classic design we compare against in bench/ (never part of the product).
+BENCH_PKGS := nginx-light libnginx-mod-rtmp
 
 # Installs the Debian packages in $(1) that are not installed yet.
 define apt_install
@@ -58,7 +60,9 @@ test: test-deps
 
 # Figures for bench/RESULTS.md (needs the test tools: ffmpeg, gst-launch-1.0).
 bench: test-deps release
+	$(call apt_install,$(BENCH_PKGS))
 	python3 bench/spine.py --repeats 3 --seconds 30
+	python3 bench/baseline.py --repeats 3 --seconds 30
 
 fmt:
 	$(CARGO) fmt --all

@@ -91,8 +91,8 @@ def tree_sample(root):
                 comm = f.read().strip()
             with open(f"/proc/{pid}/cmdline") as f:
                 title = f.read().split("\0")[0]
-            if title.startswith("nginx: "):  # "nginx: worker process" -> "nginx worker"
-                comm = "nginx " + title[len("nginx: "):].replace(" process", "")
+            if title.startswith("nginx: "):  # "nginx: master process /usr/sbin/nginx -p …" -> "nginx master"
+                comm = "nginx " + title[len("nginx: "):].split(" process")[0]
             sample[(pid, start)] = (cpu, spine.rss_mib(pid), comm)
         except OSError:
             continue  # exited between the listing and the read
