@@ -270,3 +270,23 @@ async fn obs_auto_keyframes_drop_passthrough_and_warn_the_operator() {
     let (ok, stderr) = ffmpeg_decode(&url, 4, &[]);
     assert!(ok && stderr.trim().is_empty(), "decode across the switch: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_live_publisher_shuts_down_cleanly() {
+    let mut server = Server::start();
+    let stream = server.create_stream("shutdown", Some("small"));
+    let mut publisher = Source::small().publish(&stream.publish_url());
+    wait_until_live(&server, &stream, Duration::from_secs(30)).await;
+    let started = Instant::now();
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        publisher.wait_timeout(Duration::from_secs(10)).is_some(),
+        "the publisher was disconnected"
+    );
+}
