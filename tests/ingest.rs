@@ -81,12 +81,7 @@ async fn a_second_publisher_with_the_same_key_takes_over_and_playback_continues(
     let stream = server.create_stream("takeover", Some("small"));
     let mut first = Source::small().publish(&stream.publish_url());
     let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    let rendition = master
-        .lines()
-        .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
-        .nth(1)
-        .expect("a video variant")
-        .to_owned();
+    let rendition = common::playlist::first_variant_uri(&master);
     let url = stream.url(&server.base(), &rendition);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = MediaPlaylist::parse(&get_text(&url).await.1);
@@ -232,12 +227,7 @@ async fn obs_auto_keyframes_drop_passthrough_and_warn_the_operator() {
     };
     let _publisher = source.publish(&stream.publish_url());
     let master = wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    let top = master
-        .lines()
-        .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
-        .nth(1)
-        .expect("variant")
-        .to_owned();
+    let top = common::playlist::first_variant_uri(&master);
     let url = stream.url(&server.base(), &top);
     let deadline = Instant::now() + Duration::from_secs(30);
     let pl = loop {

@@ -121,7 +121,7 @@ async fn media_file(
         MediaFile::Part(msn, part) => service.part(&stream, &rendition, msn, part).await?,
         MediaFile::Segment(msn) => service.segment(&stream, &rendition, msn)?,
     };
-    let content_type = if rendition == "audio" { "audio/mp4" } else { "video/mp4" };
+    let content_type = service.media_content_type(&stream, &rendition);
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

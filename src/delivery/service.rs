@@ -93,6 +93,12 @@ impl PlaybackService {
         Ok(self.stream(stream_id)?.part(rendition, msn, part).await?)
     }
 
+    pub fn media_content_type(&self, stream_id: &str, rendition: &str) -> &'static str {
+        self.stream(stream_id)
+            .map(|s| s.media_content_type(rendition))
+            .unwrap_or("video/mp4")
+    }
+
     pub fn segment(&self, stream_id: &str, rendition: &str, msn: u64) -> Result<Bytes, DeliveryError> {
         Ok(self.stream(stream_id)?.segment(rendition, msn)?)
     }

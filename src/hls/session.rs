@@ -458,6 +458,6 @@ fn round_up_ms(ns: u64) -> u64 {
     ns.div_ceil(1_000_000).saturating_mul(1_000_000)
 }
 
-fn is_audio(spec: &RenditionSpec) -> bool {
+pub(super) fn is_audio(spec: &RenditionSpec) -> bool {
     matches!(spec.kind, RenditionKind::Audio { .. })
 }

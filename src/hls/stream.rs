@@ -118,6 +118,16 @@ impl StreamPackager {
         self.state.lock().part_lag.summary()
     }
 
+    /// `Content-Type` of a rendition's init, part and segment files (the same
+    /// one the store was given), so delivery need not know rendition names.
+    pub fn media_content_type(&self, rendition: &str) -> &'static str {
+        let state = self.state.lock();
+        let audio = state
+            .rendition(rendition)
+            .is_some_and(|r| super::session::is_audio(&r.spec));
+        super::writer::media_meta(audio).content_type
+    }
+
     /// True once every rendition of the current session published a part.
     pub fn is_active(&self) -> bool {
         let state = self.state.lock();

@@ -55,6 +55,16 @@ pub fn media_uris(master: &str) -> Vec<String> {
     uris
 }
 
+/// URI of the first (highest) video variant of a master playlist.
+pub fn first_variant_uri(master: &str) -> String {
+    master
+        .lines()
+        .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
+        .nth(1)
+        .expect("a video variant")
+        .to_owned()
+}
+
 /// Path part of a relative URI (no query).
 pub fn path_of(uri: &str) -> &str {
     uri.split('?').next().unwrap_or(uri)
