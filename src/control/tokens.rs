@@ -1,11 +1,14 @@
 //! Signed playback URLs: HS256 JWTs with `sub` = stream id. The secret lives in
 //! the data dir, so the CLI and the running server sign and verify alike.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 const SECRET_FILE: &str = "playback-signing.key";
@@ -58,8 +61,27 @@ pub struct PlaybackClaims {
 pub struct PlaybackTokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Built once: every playlist, key and part request is verified, and a
+    /// `Validation` allocates its claim and algorithm sets.
+    validation: Arc<Validation>,
     leeway: u64,
+    verified: Arc<VerifiedTokens>,
 }
+
+/// Tokens whose signature and claims already checked out, by their exact
+/// text. A player presents the same token on every reload (several a second
+/// at the live edge), and the signature check and JSON parsing were the
+/// largest part of a playlist request after the render. A hit still checks
+/// the time claims and the stream on every request; only the HMAC and the
+/// parsing are skipped, which for the same bytes and the same secret give
+/// the same answer. Only valid tokens are kept, so the set holds the tokens
+/// of recent viewers; it is emptied when full rather than tracking age.
+#[derive(Default)]
+struct VerifiedTokens {
+    tokens: Mutex<HashMap<Box<str>, Arc<PlaybackClaims>>>,
+}
+
+const VERIFIED_TOKENS_MAX: usize = 16_384;
 
 impl std::fmt::Debug for PlaybackTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,10 +122,16 @@ impl PlaybackTokens {
     }
 
     pub fn from_secret(secret: &[u8], leeway: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            validation: Arc::new(validation),
             leeway: leeway.as_secs(),
+            verified: Arc::default(),
         }
     }
 
@@ -125,22 +153,52 @@ impl PlaybackTokens {
 
     /// Checks a token for `stream_id`. `None` is a missing token.
     pub fn verify(&self, token: Option<&str>, stream_id: &str) -> Result<PlaybackClaims, TokenRejection> {
+        self.verified(token, stream_id).map(|claims| (*claims).clone())
+    }
+
+    /// [`Self::verify`] without copying the claims out: what delivery calls
+    /// on every request.
+    pub fn check(&self, token: Option<&str>, stream_id: &str) -> Result<(), TokenRejection> {
+        self.verified(token, stream_id).map(drop)
+    }
+
+    fn verified(&self, token: Option<&str>, stream_id: &str) -> Result<Arc<PlaybackClaims>, TokenRejection> {
         let token = token.filter(|t| !t.is_empty()).ok_or(TokenRejection::Missing)?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let data =
-            jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                _ => TokenRejection::Malformed,
-            })?;
-        if data.claims.sub != stream_id {
+        let known = self.verified.tokens.lock().get(token).cloned();
+        let claims = match known {
+            Some(claims) => {
+                // The same comparisons jsonwebtoken makes.
+                let now = unix_now();
+                if claims.exp < now.saturating_sub(self.leeway) {
+                    return Err(TokenRejection::Expired);
+                }
+                if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+                    return Err(TokenRejection::NotYetValid);
+                }
+                claims
+            }
+            None => {
+                let data = jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &self.validation).map_err(
+                    |e| match e.kind() {
+                        ErrorKind::ExpiredSignature => TokenRejection::Expired,
+                        ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+                        ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+                        _ => TokenRejection::Malformed,
+                    },
+                )?;
+                let claims = Arc::new(data.claims);
+                let mut tokens = self.verified.tokens.lock();
+                if tokens.len() >= VERIFIED_TOKENS_MAX {
+                    tokens.clear();
+                }
+                tokens.insert(token.into(), claims.clone());
+                claims
+            }
+        };
+        if claims.sub != stream_id {
             return Err(TokenRejection::WrongStream);
         }
-        Ok(data.claims)
+        Ok(claims)
     }
 }
 
@@ -209,6 +267,49 @@ mod tests {
             t.verify(Some(&t.mint_claims(&early).expect("mint")), "s"),
             Err(TokenRejection::NotYetValid)
         );
+    }
+
+    #[test]
+    fn a_known_token_is_still_checked_for_time_and_stream_on_every_use() {
+        let t = tokens();
+        let jwt = t.mint("s", Duration::from_secs(60), None).expect("mint");
+        assert_eq!(t.check(Some(&jwt), "s"), Ok(()));
+        assert_eq!(t.verified.tokens.lock().len(), 1, "kept after the first check");
+        assert_eq!(t.check(Some(&jwt), "s"), Ok(()));
+        assert_eq!(t.check(Some(&jwt), "other"), Err(TokenRejection::WrongStream));
+        assert_eq!(t.verify(Some(&jwt), "s").expect("valid").sub, "s");
+
+        // A flipped signature is different text: verified from scratch, refused, not kept.
+        let (head, sig) = jwt.rsplit_once('.').expect("three parts");
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        let tampered = format!("{head}.{flipped}{}", &sig[1..]);
+        assert_eq!(t.check(Some(&tampered), "s"), Err(TokenRejection::BadSignature));
+        assert_eq!(t.verified.tokens.lock().len(), 1);
+
+        // Time passes for a token checked earlier.
+        let now = unix_now();
+        let claims = |exp, nbf| {
+            Arc::new(PlaybackClaims {
+                sub: "s".into(),
+                iat: now - 100,
+                exp,
+                nbf,
+                sid: None,
+            })
+        };
+        let mut known = t.verified.tokens.lock();
+        known.insert("expired".into(), claims(now - 1, None));
+        known.insert("early".into(), claims(now + 500, Some(now + 200)));
+        drop(known);
+        assert_eq!(t.check(Some("expired"), "s"), Err(TokenRejection::Expired));
+        assert_eq!(t.check(Some("early"), "s"), Err(TokenRejection::NotYetValid));
+        let lenient = PlaybackTokens::from_secret(&[7u8; 32], Duration::from_secs(5));
+        lenient
+            .verified
+            .tokens
+            .lock()
+            .insert("expired".into(), claims(now - 1, None));
+        assert_eq!(lenient.check(Some("expired"), "s"), Ok(()), "within the leeway");
     }
 
     #[test]

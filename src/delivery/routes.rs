@@ -1,6 +1,4 @@
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,6 +7,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
+use super::service::token_param;
 use super::{DeliveryError, PlaybackService, PlaylistQuery};
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
@@ -46,18 +45,19 @@ fn playlist_response(body: String, cache: &'static str) -> Response {
 async fn master(
     State(service): State<PlaybackService>,
     Path(stream): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, DeliveryError> {
-    let body = service.master_playlist(&stream, params.get("token").map(String::as_str))?;
+    let token = query.as_deref().and_then(token_param);
+    let body = service.master_playlist(&stream, token.as_deref())?;
     Ok(playlist_response(body, "private, max-age=1"))
 }
 
 async fn media_playlist(
     State(service): State<PlaybackService>,
     Path((stream, rendition)): Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, DeliveryError> {
-    let query = PlaylistQuery::parse(&params)?;
+    let query = PlaylistQuery::parse(query.as_deref().unwrap_or(""))?;
     // A blocking response names a fixed point in the stream and can be cached
     // longer (6×TD in the spec's advice); a plain reload for TD/2.
     let cache = if query.msn.is_some() {
@@ -72,13 +72,14 @@ async fn media_playlist(
 async fn key(
     State(service): State<PlaybackService>,
     Path((stream, key)): Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, DeliveryError> {
     let key_id = key
         .strip_suffix(".key")
         .and_then(|k| k.parse::<u64>().ok())
         .ok_or(DeliveryError::NotFound)?;
-    let key = service.key(&stream, key_id, params.get("token").map(String::as_str))?;
+    let token = query.as_deref().and_then(token_param);
+    let key = service.key(&stream, key_id, token.as_deref())?;
     Ok((
         [
             (
@@ -119,7 +120,7 @@ async fn media_file(
     let body = match media {
         MediaFile::Init(id) => service.init(&stream, &rendition, id)?,
         MediaFile::Part(msn, part) => service.part(&stream, &rendition, msn, part).await?,
-        MediaFile::Segment(msn) => service.segment(&stream, &rendition, msn)?,
+        MediaFile::Segment(msn) => service.segment(&stream, &rendition, msn).await?,
     };
     let content_type = service.media_content_type(&stream, &rendition);
     Ok((

@@ -1,4 +1,6 @@
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::fmt::Write;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -8,50 +10,101 @@ use crate::hls::{Packagers, PlaylistRequest, SkipRequest, StreamPackager};
 
 /// The query parameters a player may put on a playlist URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlaylistQuery {
-    pub token: Option<String>,
+pub struct PlaylistQuery<'a> {
+    pub token: Option<Cow<'a, str>>,
     pub msn: Option<u64>,
     pub part: Option<u64>,
     pub skip: Option<SkipRequest>,
 }
 
-impl PlaylistQuery {
-    /// Parses `token`, `_HLS_msn`, `_HLS_part` and `_HLS_skip`; other
-    /// parameters (cache busters) are ignored.
-    pub fn parse(params: &HashMap<String, String>) -> Result<Self, DeliveryError> {
-        let number = |name: &str| -> Result<Option<u64>, DeliveryError> {
-            params
-                .get(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| DeliveryError::BadRequest(format!("{name} must be a non-negative integer")))
-                })
-                .transpose()
+impl<'a> PlaylistQuery<'a> {
+    /// Parses `token`, `_HLS_msn`, `_HLS_part` and `_HLS_skip` from a raw
+    /// query string (`application/x-www-form-urlencoded`, the last of a
+    /// repeated name wins); other parameters (cache busters) are ignored.
+    /// Every player request goes through here, so nothing is copied unless
+    /// a value is actually percent-encoded.
+    pub fn parse(query: &'a str) -> Result<Self, DeliveryError> {
+        let mut out = Self::default();
+        let number = |name: &str, value: &str| -> Result<Option<u64>, DeliveryError> {
+            decode(value)
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| DeliveryError::BadRequest(format!("{name} must be a non-negative integer")))
         };
-        let skip = match params.get("_HLS_skip").map(String::as_str) {
-            None => None,
-            Some("YES") => Some(SkipRequest::Yes),
-            Some("v2") => Some(SkipRequest::V2),
-            Some(_) => return Err(DeliveryError::BadRequest("_HLS_skip must be YES or v2".into())),
-        };
-        Ok(Self {
-            token: params.get("token").cloned(),
-            msn: number("_HLS_msn")?,
-            part: number("_HLS_part")?,
-            skip,
-        })
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match &*decode(name) {
+                "token" => out.token = Some(decode(value)),
+                "_HLS_msn" => out.msn = number("_HLS_msn", value)?,
+                "_HLS_part" => out.part = number("_HLS_part", value)?,
+                "_HLS_skip" => {
+                    out.skip = match &*decode(value) {
+                        "YES" => Some(SkipRequest::Yes),
+                        "v2" => Some(SkipRequest::V2),
+                        _ => return Err(DeliveryError::BadRequest("_HLS_skip must be YES or v2".into())),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 }
 
+/// The `token` parameter of a raw query string, if any.
+pub(super) fn token_param(query: &str) -> Option<Cow<'_, str>> {
+    query
+        .rsplit('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(decode)
+}
+
+/// Form-urlencoded value decoding (`+` is a space, `%XX` a byte); borrowed
+/// when there is nothing to decode. Invalid escapes stay as they are and
+/// invalid UTF-8 is replaced, as `serde_urlencoded` does.
+fn decode(value: &str) -> Cow<'_, str> {
+    if !value.contains(['%', '+']) {
+        return Cow::Borrowed(value);
+    }
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Cloned for every request (axum hands each handler its own state), so
+/// the parts are behind `Arc`s: a clone is two reference counts, not copies
+/// of the signing keys.
 #[derive(Clone)]
 pub struct PlaybackService {
-    packagers: Packagers,
-    tokens: PlaybackTokens,
+    packagers: Arc<Packagers>,
+    tokens: Arc<PlaybackTokens>,
 }
 
 impl PlaybackService {
     pub fn new(packagers: Packagers, tokens: PlaybackTokens) -> Self {
-        Self { packagers, tokens }
+        Self {
+            packagers: Arc::new(packagers),
+            tokens: Arc::new(tokens),
+        }
     }
 
     fn authorised(
@@ -59,7 +112,7 @@ impl PlaybackService {
         stream_id: &str,
         token: Option<&str>,
     ) -> Result<std::sync::Arc<StreamPackager>, DeliveryError> {
-        self.tokens.verify(token, stream_id)?;
+        self.tokens.check(token, stream_id)?;
         self.stream(stream_id)
     }
 
@@ -77,7 +130,7 @@ impl PlaybackService {
         &self,
         stream_id: &str,
         rendition: &str,
-        query: PlaylistQuery,
+        query: PlaylistQuery<'_>,
     ) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, query.token.as_deref())?;
         let key_query = token_query(query.token.as_deref());
@@ -99,8 +152,8 @@ impl PlaybackService {
             .unwrap_or("video/mp4")
     }
 
-    pub fn segment(&self, stream_id: &str, rendition: &str, msn: u64) -> Result<Bytes, DeliveryError> {
-        Ok(self.stream(stream_id)?.segment(rendition, msn)?)
+    pub async fn segment(&self, stream_id: &str, rendition: &str, msn: u64) -> Result<Bytes, DeliveryError> {
+        Ok(self.stream(stream_id)?.segment(rendition, msn).await?)
     }
 
     pub fn init(&self, stream_id: &str, rendition: &str, init_id: u64) -> Result<Bytes, DeliveryError> {
@@ -121,34 +174,31 @@ fn token_query(token: Option<&str>) -> String {
     }
 }
 
-fn percent_encode(value: &str) -> String {
+fn percent_encode(value: &str) -> Cow<'_, str> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    // JWTs are base64url and dots: the usual case copies nothing here.
+    if value.bytes().all(unreserved) {
+        return Cow::Borrowed(value);
+    }
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     #[test]
     fn parses_blocking_and_skip_directives() {
-        let q = PlaylistQuery::parse(&params(&[
-            ("token", "t"),
-            ("_HLS_msn", "12"),
-            ("_HLS_part", "3"),
-            ("_HLS_skip", "YES"),
-        ]))
-        .expect("valid");
+        let q = PlaylistQuery::parse("token=t&_HLS_msn=12&_HLS_part=3&_HLS_skip=YES").expect("valid");
         assert_eq!(
             q,
             PlaylistQuery {
@@ -158,18 +208,33 @@ mod tests {
                 skip: Some(SkipRequest::Yes)
             }
         );
-        assert!(matches!(
-            PlaylistQuery::parse(&params(&[("_HLS_msn", "-1")])),
-            Err(DeliveryError::BadRequest(_))
-        ));
-        assert!(matches!(
-            PlaylistQuery::parse(&params(&[("_HLS_part", "x")])),
-            Err(DeliveryError::BadRequest(_))
-        ));
-        assert!(matches!(
-            PlaylistQuery::parse(&params(&[("_HLS_skip", "no")])),
-            Err(DeliveryError::BadRequest(_))
-        ));
+        assert_eq!(PlaylistQuery::parse("").expect("empty"), PlaylistQuery::default());
+        assert_eq!(
+            PlaylistQuery::parse("_HLS_skip=v2&cb=123&flag").expect("valid").skip,
+            Some(SkipRequest::V2)
+        );
+        for bad in ["_HLS_msn=-1", "_HLS_part=x", "_HLS_msn=", "_HLS_skip=no", "_HLS_skip"] {
+            assert!(
+                matches!(PlaylistQuery::parse(bad), Err(DeliveryError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_values_are_form_decoded_and_borrowed_when_plain() {
+        let raw = "token=eyJ.abc-_x&_HLS_msn=%31%32";
+        let q = PlaylistQuery::parse(raw).expect("valid");
+        assert!(matches!(q.token, Some(Cow::Borrowed("eyJ.abc-_x"))));
+        assert_eq!(q.msn, Some(12));
+        let q = PlaylistQuery::parse("token=a%20b+c%2&%5FHLS_part=4&token=z%41").expect("valid");
+        assert_eq!(q.token.as_deref(), Some("zA"), "the last token wins");
+        assert_eq!(q.part, Some(4));
+        assert_eq!(decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(decode("%zz%"), "%zz%");
+        assert_eq!(decode("%C3%A9"), "é");
+        assert_eq!(token_param("x=1&token=t%2Eu&y").as_deref(), Some("t.u"));
+        assert_eq!(token_param("tokens=1"), None);
     }
 
     #[test]

@@ -105,6 +105,26 @@ pub(crate) fn plan(
     Ok(Some(Target::Part(msn, part)))
 }
 
+/// Notes the instant a rendition's edge moves, just before its waiters are
+/// woken: `unix_us` is the wall clock, so a client on the same machine can
+/// measure how long after the publish its blocked request was answered
+/// (bench/playlist.py). Debug level with its own target, so it can be turned
+/// on alone (`RUST_LOG=info,pulse_edge::hls::blocking=debug`); the fields are
+/// not computed when it is off.
+pub(crate) fn edge_published(rendition: &str, edge: &Edge) {
+    tracing::debug!(
+        rendition,
+        msn = edge.last_part.map(|p| p.0),
+        part = edge.last_part.map(|p| p.1),
+        complete = edge.last_complete,
+        ended = edge.ended,
+        unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        "edge published"
+    );
+}
+
 /// Holds until `target` is reached or the stream ended; `Unavailable` after
 /// `timeout`, `NotFound` if the rendition went away meanwhile.
 pub(crate) async fn wait(

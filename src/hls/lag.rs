@@ -22,6 +22,37 @@ pub struct LagSummary {
     pub max: Duration,
 }
 
+/// Part availability lag split at the encoder: the total, the video
+/// encoder's own share (transcoded renditions only), and everything else,
+/// which is what the server is answerable for.
+#[derive(Debug, Default)]
+pub(crate) struct PartLag {
+    pub total: LagSamples,
+    pub encoder: LagSamples,
+    pub beyond_encoder: LagSamples,
+}
+
+impl PartLag {
+    pub fn record(&mut self, total: Duration, encoder: Option<Duration>) {
+        self.total.record(total);
+        if let Some(encoder) = encoder {
+            self.encoder.record(encoder);
+        }
+        self.beyond_encoder
+            .record(total.saturating_sub(encoder.unwrap_or_default()));
+    }
+
+    pub fn clear(&mut self) {
+        self.total.clear();
+        self.encoder.clear();
+        self.beyond_encoder.clear();
+    }
+
+    pub fn summary(&self) -> Option<LagSummary> {
+        self.total.summary()
+    }
+}
+
 impl LagSamples {
     pub fn record(&mut self, lag: Duration) {
         if self.micros.len() == KEPT {
@@ -57,6 +88,19 @@ impl LagSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoder_share_is_split_off() {
+        let mut lag = PartLag::default();
+        lag.record(Duration::from_millis(90), Some(Duration::from_millis(60)));
+        lag.record(Duration::from_millis(20), None);
+        assert_eq!(lag.total.summary().map(|s| s.max), Some(Duration::from_millis(90)));
+        assert_eq!(lag.encoder.summary().map(|s| s.samples), Some(1));
+        let beyond = lag.beyond_encoder.summary().expect("samples");
+        assert_eq!((beyond.samples, beyond.max), (2, Duration::from_millis(30)));
+        lag.clear();
+        assert_eq!(lag.summary(), None);
+    }
 
     #[test]
     fn percentiles_of_recent_samples() {

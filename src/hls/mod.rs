@@ -1,6 +1,9 @@
 //! LL-HLS packaging: turns the media ladder's CMAF chunks into parts,
-//! segments and playlists (optionally AES-128 encrypted), serves them from
-//! memory and copies them to an [`crate::storage::ObjectStore`].
+//! segments and playlists (optionally AES-128 encrypted). Parts near the live
+//! edge are served from memory; segments are written to an
+//! [`crate::storage::ObjectStore`] and dropped from memory once the write has
+//! landed (older parts are then cut back out of their stored segment), so a
+//! stream's memory stays a few MiB however long its window.
 //!
 //! No m3u8 library writes LL-HLS tags, so playlists are written here.
 

@@ -41,11 +41,15 @@ impl Packagers {
             .write()
             .entry(stream_id.to_string())
             .or_insert_with(|| {
-                Arc::new(StreamPackager::new(
-                    stream_id.to_string(),
-                    self.settings.clone(),
-                    self.writer.clone(),
-                ))
+                // The packager hands store-write callbacks a weak handle to itself.
+                Arc::new_cyclic(|this| {
+                    StreamPackager::new(
+                        stream_id.to_string(),
+                        self.settings.clone(),
+                        self.writer.clone(),
+                        this.clone(),
+                    )
+                })
             })
             .clone()
     }

@@ -10,13 +10,66 @@ use tokio::sync::watch;
 use super::crypto::Block;
 use crate::media::RenditionSpec;
 
+/// Where a published object's bytes are served from.
+///
+/// Segments go to the store when they complete; memory only bridges the time
+/// until that copy is durable. Parts never go to the store (a file per
+/// 200 ms part made the file system, not packaging, the main cost of a
+/// passthrough stream): the newest ones, which players at the live edge fetch
+/// at once (blocking reloads, preload hints), stay in memory, and older ones
+/// are cut back out of their stored parent segment on request.
+/// Holding a stream's whole live window in memory would cost ~20 MiB per
+/// 3 Mbit/s stream; a fan-in edge cannot afford that.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// In memory; `stored` once the store holds a durable copy (segments).
+    Memory { bytes: Bytes, stored: bool },
+    /// Not in memory: a segment is read from the store, a part is cut out of
+    /// its stored parent segment.
+    Stored,
+}
+
+impl Body {
+    pub(crate) fn memory(bytes: Bytes) -> Self {
+        Body::Memory { bytes, stored: false }
+    }
+
+    /// The bytes, if still held in memory.
+    pub(crate) fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Body::Memory { bytes, .. } => Some(bytes),
+            Body::Stored => None,
+        }
+    }
+
+    fn memory_len(&self) -> usize {
+        self.bytes().map_or(0, Bytes::len)
+    }
+
+    fn mark_stored(&mut self) {
+        if let Body::Memory { stored, .. } = self {
+            *stored = true;
+        }
+    }
+
+    /// Drops the bytes if the store has them; never before (a listed object
+    /// must not 404 while its write is in flight or after it failed).
+    fn release(&mut self) {
+        if matches!(self, Body::Memory { stored: true, .. }) {
+            *self = Body::Stored;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Part {
     pub duration_ns: u64,
     pub independent: bool,
-    /// The bytes served for `{msn}.{part}.mp4`; dropped (None) once the part
-    /// leaves part retention while its parent segment stays.
-    pub data: Option<Bytes>,
+    /// Length of the clear payload: where the part sits in its parent segment.
+    pub clear_len: usize,
+    /// How `{msn}.{part}.mp4` is served; None once the part leaves part
+    /// retention while its parent segment stays (then it is not fetchable).
+    pub data: Option<Body>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +94,8 @@ pub(crate) struct Segment {
     /// Clear part payloads while the segment is open: the parent segment is
     /// encrypted from these as one resource when it closes.
     pub clear_parts: Vec<Bytes>,
-    /// The parent segment's bytes; `Some` exactly when the segment is complete.
-    pub data: Option<Bytes>,
+    /// The parent segment; `Some` exactly when the segment is complete.
+    pub data: Option<Body>,
 }
 
 impl Segment {
@@ -77,7 +130,8 @@ pub struct RenditionStats {
     /// Clear media bytes received from the ladder.
     pub bytes_in: u64,
     pub retained_segments: usize,
-    /// Bytes held in memory (parts, segments, inits).
+    /// Bytes held in memory (parts, segments, inits); objects served from
+    /// the store are not counted.
     pub retained_bytes: usize,
 }
 
@@ -177,6 +231,7 @@ impl Rendition {
             last_complete: self.last_complete(),
             ended,
         };
+        super::blocking::edge_published(self.name(), &edge);
         self.edge.send_replace(edge);
     }
 
@@ -229,7 +284,8 @@ impl Rendition {
         open.parts.push(Part {
             duration_ns,
             independent,
-            data: Some(served),
+            clear_len: clear.len(),
+            data: Some(Body::memory(served)),
         });
         open.clear_parts.push(clear);
         open.duration_ns = open.duration_ns.saturating_add(duration_ns);
@@ -243,7 +299,7 @@ impl Rendition {
     /// Marks the open segment complete with its parent-segment bytes.
     pub(crate) fn complete_open(&mut self, data: Bytes) -> Option<u64> {
         let open = self.open_segment_mut()?;
-        open.data = Some(data);
+        open.data = Some(Body::memory(data));
         open.clear_parts = Vec::new();
         let msn = open.msn;
         self.segments_published += 1;
@@ -256,7 +312,9 @@ impl Rendition {
     /// - a segment that left the playlist stays fetchable for the playlist's
     ///   duration plus its own (RFC 8216 §6.2.2), i.e. `window + 1` more segments;
     /// - part files stay 6 target durations from the live edge (listed for 3);
-    /// - init segments stay while a retained segment uses them.
+    /// - init segments stay while a retained segment uses them;
+    /// - segments durable in the store leave memory, and so do their parts
+    ///   unless they end within one target duration of the live edge (see [`Body`]).
     pub(crate) fn enforce_retention(&mut self, window: usize, target_duration_ns: u64) -> Vec<String> {
         let mut removed = Vec::new();
         let window = window as u64;
@@ -275,11 +333,6 @@ impl Rendition {
             }
             if let Some(segment) = self.segments.pop_front() {
                 removed.push(segment_file(segment.msn));
-                for (index, part) in segment.parts.iter().enumerate() {
-                    if part.data.is_some() {
-                        removed.push(part_file(segment.msn, index as u64));
-                    }
-                }
             }
         }
         let edge = self.timeline_end_ns();
@@ -288,10 +341,8 @@ impl Rendition {
             if segment.end_ns().saturating_add(part_horizon) >= edge {
                 break;
             }
-            for (index, part) in segment.parts.iter_mut().enumerate() {
-                if part.data.take().is_some() {
-                    removed.push(part_file(segment.msn, index as u64));
-                }
+            for part in &mut segment.parts {
+                part.data = None;
             }
         }
         let oldest_used = self.segments.iter().map(|s| s.init_id).min();
@@ -305,20 +356,57 @@ impl Rendition {
             self.inits.pop_front();
             removed.push(init_file(id));
         }
+        self.release_stored(target_duration_ns);
         removed
     }
 
-    /// Every file this rendition still holds (to delete them all).
+    /// Notes that segment `msn`'s store copy is durable and releases the
+    /// memory it no longer needs.
+    pub(crate) fn mark_stored(&mut self, msn: u64, target_duration_ns: u64) {
+        let front = self.segments.front().map(|s| s.msn);
+        let index = front
+            .and_then(|front| msn.checked_sub(front))
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(body) = index
+            .and_then(|i| self.segments.get_mut(i))
+            .and_then(|s| s.data.as_mut())
+        {
+            body.mark_stored();
+        }
+        self.release_stored(target_duration_ns);
+    }
+
+    /// Drops the memory of every durable segment, and of the parts of such
+    /// segments that ended more than `recent_ns` before the live edge.
+    fn release_stored(&mut self, recent_ns: u64) {
+        let edge = self.timeline_end_ns();
+        for segment in &mut self.segments {
+            let Some(body) = segment.data.as_mut() else {
+                continue; // open: its parts are all it has
+            };
+            body.release();
+            if body.bytes().is_some() {
+                continue;
+            }
+            let mut part_end = segment.start_ns;
+            for part in &mut segment.parts {
+                part_end = part_end.saturating_add(part.duration_ns);
+                if part_end.saturating_add(recent_ns) >= edge {
+                    break;
+                }
+                if let Some(Body::Memory { .. }) = part.data {
+                    part.data = Some(Body::Stored);
+                }
+            }
+        }
+    }
+
+    /// Every file this rendition has in the store (to delete them all).
     pub(crate) fn all_files(&self) -> Vec<String> {
         let mut files: Vec<String> = self.inits.iter().map(|(id, _)| init_file(*id)).collect();
         for segment in &self.segments {
             if segment.is_complete() {
                 files.push(segment_file(segment.msn));
-            }
-            for (index, part) in segment.parts.iter().enumerate() {
-                if part.data.is_some() {
-                    files.push(part_file(segment.msn, index as u64));
-                }
             }
         }
         files
@@ -331,11 +419,11 @@ impl Rendition {
                 .segments
                 .iter()
                 .map(|s| {
-                    s.data.as_ref().map_or(0, Bytes::len)
+                    s.data.as_ref().map_or(0, Body::memory_len)
                         + s.parts
                             .iter()
                             .filter_map(|p| p.data.as_ref())
-                            .map(Bytes::len)
+                            .map(Body::memory_len)
                             .sum::<usize>()
                         + s.clear_parts.iter().map(Bytes::len).sum::<usize>()
                 })
@@ -363,4 +451,37 @@ pub(crate) fn part_file(msn: u64, part: u64) -> String {
 
 pub(crate) fn init_file(id: u64) -> String {
     format!("init{id}.mp4")
+}
+
+/// Cuts part `clear_range` (its clear bytes' place in the parent segment)
+/// back out of the stored parent segment and encrypts it exactly as it was
+/// first served: CBC with the segment's key and IV, padded on its own. Only
+/// the blocks covering the part are decrypted. None if the stored bytes do
+/// not fit (a store that lost or changed the object).
+pub(crate) fn derive_part(
+    segment: &[u8],
+    key: Option<&SegmentKey>,
+    clear_range: std::ops::Range<usize>,
+) -> Option<Bytes> {
+    use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, KeyIvInit};
+    let Some(key) = key else {
+        return segment.get(clear_range).map(Bytes::copy_from_slice);
+    };
+    let first_block = clear_range.start / 16;
+    let end_block = clear_range.end.div_ceil(16);
+    let iv: Block = match first_block.checked_sub(1) {
+        None => key.iv,
+        Some(previous) => segment.get(previous * 16..first_block * 16)?.try_into().ok()?,
+    };
+    let mut blocks = segment.get(first_block * 16..end_block * 16)?.to_vec();
+    let clear = cbc::Decryptor::<aes::Aes128>::new((&key.key).into(), (&iv).into())
+        .decrypt_padded_mut::<NoPadding>(&mut blocks)
+        .ok()?;
+    let from = clear_range.start - first_block * 16;
+    let part = clear.get(from..from + clear_range.len())?;
+    Some(super::crypto::encrypt_concat(
+        &key.key,
+        &key.iv,
+        &[Bytes::copy_from_slice(part)],
+    ))
 }

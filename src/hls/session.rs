@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::crypto::{encrypt_concat, random_block};
 use super::error::HlsError;
-use super::rendition::{init_file, part_file, segment_file, NewSegment, Rendition, SegmentKey};
+use super::rendition::{init_file, segment_file, NewSegment, Rendition, SegmentKey};
 use super::settings::{nearest_secs, round_ms};
 use super::stream::{StreamPackager, StreamState};
 use super::writer::media_meta;
@@ -157,11 +157,18 @@ impl StreamPackager {
         let mut state = self.state.lock();
         state.session_active = false;
         if let Some(lag) = state.part_lag.summary() {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let beyond = state.part_lag.beyond_encoder.summary();
+            let encoder = state.part_lag.encoder.summary();
             tracing::info!(
                 samples = lag.samples,
-                p50_ms = lag.p50.as_secs_f64() * 1e3,
-                p95_ms = lag.p95.as_secs_f64() * 1e3,
-                max_ms = lag.max.as_secs_f64() * 1e3,
+                p50_ms = ms(lag.p50),
+                p95_ms = ms(lag.p95),
+                max_ms = ms(lag.max),
+                beyond_encoder_p50_ms = beyond.map(|s| ms(s.p50)),
+                beyond_encoder_p95_ms = beyond.map(|s| ms(s.p95)),
+                encoder_p50_ms = encoder.map(|s| ms(s.p50)),
+                encoder_p95_ms = encoder.map(|s| ms(s.p95)),
                 "part availability lag"
             );
         }
@@ -305,12 +312,11 @@ impl StreamPackager {
         }
         let part_len = served.len();
         let index = r
-            .append_part(served.clone(), chunk.data, chunk.duration_ns, chunk.independent)
+            .append_part(served, chunk.data, chunk.duration_ns, chunk.independent)
             .ok_or_else(|| self.protocol("no open segment after opening one"))?;
         let open_msn = r.open_segment().map_or(0, |s| s.msn);
         let open_duration = r.open_segment().map_or(0, |s| s.duration_ns);
         let removed = r.enforce_retention(window, td_ns);
-        let audio = is_audio(&r.spec);
         r.publish_edge(ended);
         let part_ms = round_ms(chunk.duration_ns);
         if part_ms.saturating_mul(1_000_000) > state.timing.part_target_ns {
@@ -324,7 +330,7 @@ impl StreamPackager {
         raise_target_duration(&mut state, open_duration);
         retain_keys(&mut state);
         if let Some(arrival) = chunk.source_arrival {
-            state.part_lag.record(arrival.elapsed());
+            state.part_lag.record(arrival.elapsed(), chunk.encoder_delay);
         }
         drop(state);
 
@@ -335,11 +341,7 @@ impl StreamPackager {
             bytes = part_len,
             "part published"
         );
-        self.writer.put(
-            self.object_key(name, &part_file(open_msn, index)),
-            served,
-            media_meta(audio),
-        );
+        // Parts stay out of the store (see `rendition::Body`).
         self.delete_files(name, removed);
         Ok(())
     }
@@ -408,9 +410,25 @@ impl StreamPackager {
             duration_ms = round_ms(duration),
             "segment complete"
         );
-        self.writer
-            .put(self.object_key(name, &segment_file(msn)), data, media_meta(audio));
+        self.put_segment(name, msn, data, audio);
         self.delete_files(name, removed);
+    }
+
+    /// Copies a complete segment to the store; once the copy is durable the
+    /// packager serves it (and its older parts) from there and drops it from memory.
+    fn put_segment(&self, rendition: &str, msn: u64, data: Bytes, audio: bool) {
+        let this = self.this.clone();
+        let name = rendition.to_string();
+        self.writer.put_then(
+            self.object_key(rendition, &segment_file(msn)),
+            data,
+            media_meta(audio),
+            Box::new(move || {
+                if let Some(packager) = this.upgrade() {
+                    packager.mark_stored(&name, msn);
+                }
+            }),
+        );
     }
 
     fn delete_files(&self, rendition: &str, files: Vec<String>) {

@@ -1,7 +1,7 @@
 //! One stream's packager: shared state plus the read side (playlists and
 //! media objects for delivery). The write side is in `session.rs`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use super::blocking::{self, PlaylistRequest, Target};
 use super::crypto::KeyRing;
 use super::error::HlsError;
-use super::playlist::{render_master, render_media, MediaPlaylist, StreamTiming};
-use super::rendition::{Rendition, RenditionStats};
+use super::playlist::{render_master, PlaylistCache, StreamTiming};
+use super::rendition::{derive_part, segment_file, Body, Rendition, RenditionStats, SegmentKey};
 use super::settings::HlsSettings;
 use super::writer::{StoreWriter, WriterStats};
 
@@ -30,7 +30,9 @@ pub(crate) struct StreamState {
     /// End of the latest chunk on the media timeline, so a following session
     /// can continue the timeline instead of restarting it.
     pub timeline_end_ns: u64,
-    pub part_lag: super::lag::LagSamples,
+    pub part_lag: super::lag::PartLag,
+    /// Rendered media playlists, shared by every request until they change.
+    pub playlists: PlaylistCache,
 }
 
 impl StreamState {
@@ -55,7 +57,22 @@ pub struct StreamStats {
     pub store: WriterStats,
 }
 
+/// Where a fetchable object's bytes come from, decided under the state lock
+/// and read after it is released.
+enum Fetch {
+    Memory(Bytes),
+    Store(String),
+    /// A part cut out of its parent segment in the store.
+    PartOf {
+        segment: String,
+        key: Option<SegmentKey>,
+        clear: std::ops::Range<usize>,
+    },
+}
+
 pub struct StreamPackager {
+    /// Store-write callbacks hold this, so a removed stream is not kept alive.
+    pub(crate) this: Weak<StreamPackager>,
     pub(crate) stream_id: String,
     pub(crate) settings: Arc<HlsSettings>,
     pub(crate) writer: StoreWriter,
@@ -68,7 +85,12 @@ pub struct StreamPackager {
 }
 
 impl StreamPackager {
-    pub(crate) fn new(stream_id: String, settings: Arc<HlsSettings>, writer: StoreWriter) -> Self {
+    pub(crate) fn new(
+        stream_id: String,
+        settings: Arc<HlsSettings>,
+        writer: StoreWriter,
+        this: Weak<StreamPackager>,
+    ) -> Self {
         // Numbers start from the wall clock so that a stream removed and
         // created again never reuses a URL a CDN may still cache (media is
         // served as immutable).
@@ -92,8 +114,10 @@ impl StreamPackager {
             next_init_id: now.as_secs(),
             timeline_end_ns: 0,
             part_lag: Default::default(),
+            playlists: PlaylistCache::default(),
         };
         Self {
+            this,
             stream_id,
             settings,
             writer,
@@ -156,45 +180,113 @@ impl StreamPackager {
         req: PlaylistRequest,
         key_query: &str,
     ) -> Result<String, HlsError> {
-        let what = format!("playlist {}/{rendition}", self.stream_id);
-        let (target, edge, timeout) = {
+        // Built only when needed: this is the hot path of every player.
+        let what = || format!("playlist {}/{rendition}", self.stream_id);
+        let wait = {
             let state = self.state.lock();
-            let r = state
-                .rendition(rendition)
-                .ok_or_else(|| HlsError::NotFound(what.clone()))?;
+            let r = state.rendition(rendition).ok_or_else(|| HlsError::NotFound(what()))?;
             let current = *r.edge.borrow();
-            let target = blocking::plan(&req, &current, r.next_msn, state.timing.part_target_ns)?;
-            (target, r.edge.subscribe(), self.blocking_timeout(state.timing))
+            blocking::plan(&req, &current, r.next_msn, state.timing.part_target_ns)?
+                .map(|target| (target, r.edge.subscribe(), self.blocking_timeout(state.timing)))
         };
-        if let Some(target) = target {
-            blocking::wait(edge, target, timeout, &what).await?;
+        if let Some((target, edge, timeout)) = wait {
+            blocking::wait(edge, target, timeout, &what()).await?;
         }
-        let state = self.state.lock();
-        let r = state
-            .rendition(rendition)
-            .ok_or_else(|| HlsError::NotFound(what.clone()))?;
-        if r.segments.is_empty() {
-            return Err(HlsError::NotFound(format!("{what}: nothing published")));
-        }
-        let playlist = MediaPlaylist {
-            rendition: r,
-            others: state.renditions.iter().filter(|o| o.name() != rendition).collect(),
-            timing: state.timing,
-            ended: state.ended,
-            skip: req.skip,
-            key_query,
+        // The shared template is copied for this viewer outside the lock.
+        let template = {
+            let mut state = self.state.lock();
+            let StreamState {
+                renditions,
+                playlists,
+                timing,
+                ended,
+                ..
+            } = &mut *state;
+            let r = renditions
+                .iter()
+                .find(|r| r.name() == rendition)
+                .ok_or_else(|| HlsError::NotFound(what()))?;
+            if r.segments.is_empty() {
+                return Err(HlsError::NotFound(format!("{}: nothing published", what())));
+            }
+            playlists
+                .media(renditions, rendition, *timing, *ended, req.skip)
+                .ok_or_else(|| HlsError::NotFound(what()))?
         };
-        Ok(render_media(&playlist))
+        Ok(template.assemble(key_query))
     }
 
-    fn part_now(&self, state: &StreamState, rendition: &str, msn: u64, part: u64) -> Result<Option<Bytes>, HlsError> {
+    fn part_now(&self, state: &StreamState, rendition: &str, msn: u64, part: u64) -> Result<Option<Fetch>, HlsError> {
         let r = state
             .rendition(rendition)
             .ok_or_else(|| self.not_found(rendition, "rendition"))?;
-        let index = usize::try_from(part).ok();
-        Ok(r.segment(msn)
-            .and_then(|s| s.parts.get(index?))
-            .and_then(|p| p.data.clone()))
+        let Some(index) = usize::try_from(part).ok() else {
+            return Ok(None);
+        };
+        let Some(segment) = r.segment(msn) else {
+            return Ok(None);
+        };
+        let Some(body) = segment.parts.get(index).and_then(|p| p.data.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some(match body.bytes() {
+            Some(bytes) => Fetch::Memory(bytes.clone()),
+            None => {
+                let start: usize = segment.parts.iter().take(index).map(|p| p.clear_len).sum();
+                let len = segment.parts.get(index).map_or(0, |p| p.clear_len);
+                Fetch::PartOf {
+                    segment: self.media_key(rendition, &segment_file(msn)),
+                    key: segment.key,
+                    clear: start..start + len,
+                }
+            }
+        }))
+    }
+
+    fn media_key(&self, rendition: &str, file: &str) -> String {
+        format!("{}/{rendition}/{file}", self.stream_id)
+    }
+
+    fn fetch(&self, rendition: &str, file: &str, body: &Body) -> Fetch {
+        match body.bytes() {
+            Some(bytes) => Fetch::Memory(bytes.clone()),
+            None => Fetch::Store(self.media_key(rendition, file)),
+        }
+    }
+
+    /// The bytes of a fetchable object, reading the store when memory was
+    /// released. Gone from the store means it just left retention: NotFound.
+    async fn resolve(&self, fetch: Fetch) -> Result<Bytes, HlsError> {
+        let (key, part) = match fetch {
+            Fetch::Memory(bytes) => return Ok(bytes),
+            Fetch::Store(key) => (key, None),
+            Fetch::PartOf { segment, key, clear } => (segment, Some((key, clear))),
+        };
+        match self.writer.get(key.clone()).await {
+            Ok(Some(bytes)) => match part {
+                None => Ok(bytes),
+                Some((segment_key, clear)) => {
+                    derive_part(&bytes, segment_key.as_ref(), clear.clone()).ok_or_else(|| {
+                        tracing::warn!(key, ?clear, "stored segment does not hold the part");
+                        HlsError::Unavailable(format!("{key}: part {clear:?} not in the stored segment"))
+                    })
+                }
+            },
+            Ok(None) => Err(HlsError::NotFound(key)),
+            Err(error) => {
+                tracing::warn!(key, %error, "reading media back from the store failed");
+                Err(HlsError::Unavailable(format!("{key}: {error}")))
+            }
+        }
+    }
+
+    /// The store copy of segment `msn` is durable: its memory may go.
+    pub(crate) fn mark_stored(&self, rendition: &str, msn: u64) {
+        let mut state = self.state.lock();
+        let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
+        if let Some(r) = state.rendition_mut(rendition) {
+            r.mark_stored(msn, td_ns);
+        }
     }
 
     fn not_found(&self, rendition: &str, what: &str) -> HlsError {
@@ -205,18 +297,24 @@ impl StreamPackager {
     /// if its segment closes without it, NotFound.
     pub async fn part(&self, rendition: &str, msn: u64, part: u64) -> Result<Bytes, HlsError> {
         let what = format!("part {msn}.{part}");
-        let (edge, timeout) = {
+        let ready = {
             let state = self.state.lock();
-            if let Some(data) = self.part_now(&state, rendition, msn, part)? {
-                return Ok(data);
+            match self.part_now(&state, rendition, msn, part)? {
+                Some(fetch) => Ok(fetch),
+                None => {
+                    let r = state
+                        .rendition(rendition)
+                        .ok_or_else(|| self.not_found(rendition, "rendition"))?;
+                    if state.ended || r.preload_hint() != (msn, part) {
+                        return Err(self.not_found(rendition, &what));
+                    }
+                    Err((r.edge.subscribe(), self.blocking_timeout(state.timing)))
+                }
             }
-            let r = state
-                .rendition(rendition)
-                .ok_or_else(|| self.not_found(rendition, "rendition"))?;
-            if state.ended || r.preload_hint() != (msn, part) {
-                return Err(self.not_found(rendition, &what));
-            }
-            (r.edge.subscribe(), self.blocking_timeout(state.timing))
+        };
+        let (edge, timeout) = match ready {
+            Ok(fetch) => return self.resolve(fetch).await,
+            Err(wait) => wait,
         };
         blocking::wait(
             edge,
@@ -225,20 +323,28 @@ impl StreamPackager {
             &format!("{}/{rendition} {what}", self.stream_id),
         )
         .await?;
-        let state = self.state.lock();
-        self.part_now(&state, rendition, msn, part)?
-            .ok_or_else(|| self.not_found(rendition, &what))
+        let fetch = {
+            let state = self.state.lock();
+            self.part_now(&state, rendition, msn, part)?
+                .ok_or_else(|| self.not_found(rendition, &what))?
+        };
+        self.resolve(fetch).await
     }
 
-    /// A complete (listed or recently listed) segment.
-    pub fn segment(&self, rendition: &str, msn: u64) -> Result<Bytes, HlsError> {
-        let state = self.state.lock();
-        let r = state
-            .rendition(rendition)
-            .ok_or_else(|| self.not_found(rendition, "rendition"))?;
-        r.segment(msn)
-            .and_then(|s| s.data.clone())
-            .ok_or_else(|| self.not_found(rendition, &format!("segment {msn}")))
+    /// A complete (listed or recently listed) segment: from memory until its
+    /// store copy is durable, from the store after that.
+    pub async fn segment(&self, rendition: &str, msn: u64) -> Result<Bytes, HlsError> {
+        let fetch = {
+            let state = self.state.lock();
+            let r = state
+                .rendition(rendition)
+                .ok_or_else(|| self.not_found(rendition, "rendition"))?;
+            r.segment(msn)
+                .and_then(|s| s.data.as_ref())
+                .map(|body| self.fetch(rendition, &segment_file(msn), body))
+                .ok_or_else(|| self.not_found(rendition, &format!("segment {msn}")))?
+        };
+        self.resolve(fetch).await
     }
 
     pub fn init(&self, rendition: &str, init_id: u64) -> Result<Bytes, HlsError> {

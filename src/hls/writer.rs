@@ -1,6 +1,7 @@
 //! Copies media objects to the [`ObjectStore`] from a bounded background
 //! queue. Packaging never waits for the store: when the queue is full the
-//! operation is dropped, logged and counted.
+//! operation is dropped, logged and counted. A put may carry a callback that
+//! runs once the copy is durable, so the packager can release its memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,9 +12,19 @@ use tokio::sync::mpsc;
 
 use crate::storage::{ObjectMeta, ObjectStore};
 
+/// Runs on the writer task once a put landed (never when it failed).
+pub(crate) type OnStored = Box<dyn FnOnce() + Send>;
+
 enum StoreOp {
-    Put { key: String, data: Bytes, meta: ObjectMeta },
-    Delete { keys: Vec<String> },
+    Put {
+        key: String,
+        data: Bytes,
+        meta: ObjectMeta,
+        on_stored: Option<OnStored>,
+    },
+    Delete {
+        keys: Vec<String>,
+    },
 }
 
 /// Store copy counters (shared by all streams of a [`super::Packagers`]).
@@ -43,6 +54,8 @@ struct Counters {
 pub(crate) struct StoreWriter {
     tx: mpsc::Sender<StoreOp>,
     counters: Arc<Counters>,
+    /// Read side: objects whose memory was released are served from here.
+    store: Arc<dyn ObjectStore>,
 }
 
 const MEDIA_META_VIDEO: ObjectMeta = ObjectMeta {
@@ -69,16 +82,37 @@ impl StoreWriter {
         let counters = Arc::new(Counters::default());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(run(store, rx, counters.clone(), concurrency.max(1)));
+                handle.spawn(run(store.clone(), rx, counters.clone(), concurrency.max(1)));
             }
             // The receiver is dropped: every operation counts as dropped.
             Err(_) => tracing::error!("hls store writer created outside a tokio runtime; objects will not be stored"),
         }
-        Self { tx, counters }
+        Self { tx, counters, store }
     }
 
     pub(crate) fn put(&self, key: String, data: Bytes, meta: ObjectMeta) {
-        self.send(StoreOp::Put { key, data, meta });
+        self.send(StoreOp::Put {
+            key,
+            data,
+            meta,
+            on_stored: None,
+        });
+    }
+
+    /// Like `put`, then `on_stored` once the object is durable. A dropped or
+    /// failed put never calls it, so the caller keeps serving from memory.
+    pub(crate) fn put_then(&self, key: String, data: Bytes, meta: ObjectMeta, on_stored: OnStored) {
+        self.send(StoreOp::Put {
+            key,
+            data,
+            meta,
+            on_stored: Some(on_stored),
+        });
+    }
+
+    /// Reads an object back from the store.
+    pub(crate) async fn get(&self, key: String) -> Result<Option<Bytes>, crate::storage::StorageError> {
+        self.store.get(key).await
     }
 
     pub(crate) fn delete(&self, keys: Vec<String>) {
@@ -136,9 +170,17 @@ async fn run(store: Arc<dyn ObjectStore>, rx: mpsc::Receiver<StoreOp>, counters:
         let counters = counters.clone();
         async move {
             match op {
-                StoreOp::Put { key, data, meta } => match store.put(key.clone(), data, meta).await {
+                StoreOp::Put {
+                    key,
+                    data,
+                    meta,
+                    on_stored,
+                } => match store.put(key.clone(), data, meta).await {
                     Ok(()) => {
                         counters.puts.fetch_add(1, Ordering::Relaxed);
+                        if let Some(on_stored) = on_stored {
+                            on_stored();
+                        }
                     }
                     Err(error) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);

@@ -7,14 +7,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::codec::{parse_asc, parse_avcc};
-use super::output::EventSink;
-use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, VideoSource};
+use super::output::{EventSink, Track};
+use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
@@ -67,6 +66,11 @@ const PROMISED_TRACK_SPAN_MS: i64 = 1500;
 const MAX_BUFFERED_PACKETS: usize = 1500;
 /// Feeder back-pressure: stop reading input while an appsrc holds more.
 const MAX_QUEUED_BYTES: u64 = 4 * 1024 * 1024;
+/// Free ladder-event slots below which a direct-push feeder pauses. A muxer
+/// holds at most a part plus its latency of frames (a few dozen events at
+/// most), so with this much room its appsink never blocks on the packager
+/// while a Tokio worker waits on the muxer inside a direct push.
+const MIN_FREE_EVENT_SLOTS: usize = 64;
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Must be called inside a Tokio runtime.
@@ -341,7 +345,15 @@ impl Ladder {
             self.settings.timeline_offset,
         );
         feeder.arrivals = self.events.arrivals.clone();
+        feeder.events = Some(self.events.tx.clone());
         for packet in std::mem::take(&mut discovery.buffered) {
+            while feeder.backlogged() {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
             feeder.push(packet);
         }
         for warning in std::mem::take(&mut feeder.warnings) {
@@ -413,7 +425,7 @@ impl Ladder {
 
     async fn drain(&self, built: &BuiltPipeline) -> Result<(), String> {
         for src in [&built.video_src, &built.audio_src].into_iter().flatten() {
-            let _ = src.end_of_stream();
+            src.end_of_stream();
         }
         let Some(bus) = built.pipeline.bus() else {
             return Err("pipeline has no bus".into());
@@ -468,10 +480,17 @@ fn bus_error(message: &gst::Message) -> Option<String> {
     }
 }
 
+/// The room a direct-push feeder keeps in an output channel of `max` slots.
+fn min_free_slots(max: usize) -> usize {
+    MIN_FREE_EVENT_SLOTS.min(max / 4).max(1)
+}
+
 /// Pushes ingest packets into the appsrcs on one timeline.
 struct Feeder {
-    video_src: Option<gst_app::AppSrc>,
-    audio_src: Option<gst_app::AppSrc>,
+    video_src: Option<MediaSrc>,
+    audio_src: Option<MediaSrc>,
+    /// The ladder's output, watched for room while pushing directly.
+    events: Option<mpsc::Sender<LadderEvent>>,
     planner: Option<std::sync::Arc<std::sync::Mutex<super::keys::KeyPlanner>>>,
     base_ms: Option<i64>,
     timeline_offset: gst::ClockTime,
@@ -514,6 +533,7 @@ impl Feeder {
             base_ms,
             timeline_offset: gst::ClockTime::from_nseconds(offset.as_nanos().min(u128::from(u64::MAX / 2)) as u64),
             arrivals: Default::default(),
+            events: None,
             video_started: false,
             last_video_dts: None,
             last_audio_pts: None,
@@ -530,10 +550,15 @@ impl Feeder {
     }
 
     fn backlogged(&self) -> bool {
-        [&self.video_src, &self.audio_src]
-            .into_iter()
-            .flatten()
-            .any(|src| src.current_level_bytes() > MAX_QUEUED_BYTES)
+        let srcs = || [&self.video_src, &self.audio_src].into_iter().flatten();
+        if srcs().any(|src| src.level_bytes() > MAX_QUEUED_BYTES) {
+            return true;
+        }
+        srcs().any(MediaSrc::is_direct)
+            && self
+                .events
+                .as_ref()
+                .is_some_and(|tx| !tx.is_closed() && tx.capacity() < min_free_slots(tx.max_capacity()))
     }
 
     fn timeline_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
@@ -591,8 +616,8 @@ impl Feeder {
                 } else {
                     self.check_long_gop(frame.pts_ms, pts);
                 }
-                self.arrivals.record(pts.nseconds());
-                if src.push_buffer(buffer).is_err() {
+                self.arrivals.record(Track::Video, pts.nseconds());
+                if src.push(buffer).is_err() {
                     self.drop_packet("video appsrc refused the buffer");
                 }
             }
@@ -614,8 +639,8 @@ impl Feeder {
                 if let Some(buffer) = buffer.get_mut() {
                     buffer.set_pts(pts);
                 }
-                self.arrivals.record(pts.nseconds());
-                if src.push_buffer(buffer).is_err() {
+                self.arrivals.record(Track::Audio, pts.nseconds());
+                if src.push(buffer).is_err() {
                     self.drop_packet("audio appsrc refused the buffer");
                 }
             }
@@ -660,7 +685,7 @@ impl Feeder {
             // the parser needs to hear about the new one.
             (Some(AudioConfig::Mp3 { .. }), AudioConfig::Mp3 { sample_rate, channels }) => {
                 tracing::info!(sample_rate, channels, "MP3 format changed mid-stream");
-                src.set_caps(Some(&pipeline::mp3_caps(*sample_rate, *channels)));
+                src.set_caps(&pipeline::mp3_caps(*sample_rate, *channels));
                 self.audio_codec_matches = true;
             }
             (Some(AudioConfig::Aac { .. }), AudioConfig::Aac { .. }) => self.audio_codec_matches = true,
@@ -695,7 +720,7 @@ impl Feeder {
                     caps
                 });
                 if let Some(caps) = caps {
-                    src.set_caps(Some(&caps));
+                    src.set_caps(&caps);
                 }
                 self.current_avcc = Some(avcc);
             }

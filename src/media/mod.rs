@@ -4,6 +4,7 @@
 //! source is AAC, encoded once from MP3 otherwise).
 
 mod codec;
+mod encoder_delay;
 mod keys;
 mod ladder;
 mod output;

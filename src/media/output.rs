@@ -1,6 +1,8 @@
 //! From cmafmux buffers on GStreamer streaming threads to `LadderEvent`s.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gstreamer as gst;
@@ -8,6 +10,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::encoder_delay::EncoderClock;
 use super::types::{CmafChunk, LadderEvent};
 
 /// Sends events from GStreamer threads. Blocks for back-pressure like
@@ -20,27 +23,49 @@ pub(crate) struct EventSink {
     pub arrivals: ArrivalLog,
 }
 
-/// When source frames entered the pipeline, by output-timeline PTS; bounded.
-#[derive(Clone, Default)]
-pub(crate) struct ArrivalLog(Arc<std::sync::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>>);
+/// Which source track a rendition is cut from, so its parts are timed
+/// against the arrival of their own frames only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Track {
+    Video,
+    Audio,
+}
 
-/// About 30 s of 30 fps video plus its audio.
-const ARRIVALS_KEPT: usize = 2048;
+/// When source frames entered the pipeline, per track, by output-timeline PTS; bounded.
+#[derive(Clone, Default)]
+pub(crate) struct ArrivalLog {
+    video: Arc<Mutex<VecDeque<(u64, Instant)>>>,
+    audio: Arc<Mutex<VecDeque<(u64, Instant)>>>,
+}
+
+/// About 30 s of 30 fps video, or of 48 kHz AAC.
+const ARRIVALS_KEPT: usize = 1024;
 
 impl ArrivalLog {
-    pub fn record(&self, pts_ns: u64) {
-        if let Ok(mut log) = self.0.lock() {
-            if log.len() == ARRIVALS_KEPT {
-                log.pop_front();
-            }
-            log.push_back((pts_ns, std::time::Instant::now()));
+    fn track(&self, track: Track) -> &Mutex<VecDeque<(u64, Instant)>> {
+        match track {
+            Track::Video => &self.video,
+            Track::Audio => &self.audio,
         }
     }
 
-    /// Arrival of the latest source frame that starts before `end_ns`.
-    pub fn last_before(&self, end_ns: u64) -> Option<std::time::Instant> {
-        let log = self.0.lock().ok()?;
-        log.iter().filter(|(pts, _)| *pts < end_ns).map(|(_, at)| *at).max()
+    pub fn record(&self, track: Track, pts_ns: u64) {
+        if let Ok(mut log) = self.track(track).lock() {
+            if log.len() == ARRIVALS_KEPT {
+                log.pop_front();
+            }
+            log.push_back((pts_ns, Instant::now()));
+        }
+    }
+
+    /// Arrival of the track's latest source frame that starts before `end_ns`.
+    /// Entries are in arrival order, so the newest match is the latest
+    /// arrival even when PTS are reordered (B-frames): scanning from the back
+    /// stops after the few frames that arrived since the chunk's end instead
+    /// of walking the whole log on every chunk.
+    pub fn last_before(&self, track: Track, end_ns: u64) -> Option<Instant> {
+        let log = self.track(track).lock().ok()?;
+        log.iter().rev().find(|(pts, _)| *pts < end_ns).map(|(_, at)| *at)
     }
 }
 
@@ -157,6 +182,8 @@ pub(crate) fn attach_appsink(
     router: Arc<RenditionRouter>,
     producer: Producer,
     events: EventSink,
+    track: Track,
+    encoder: Option<EncoderClock>,
 ) {
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -174,7 +201,13 @@ pub(crate) fn attach_appsink(
                 let segment = sample
                     .segment()
                     .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
-                for event in cmaf_events(router.index, &buffers, segment.as_ref(), &events.arrivals) {
+                for event in cmaf_events(
+                    router.index,
+                    &buffers,
+                    segment.as_ref(),
+                    (&events.arrivals, track),
+                    encoder.as_ref(),
+                ) {
                     for routed in router.route(producer, event) {
                         if !events.send_blocking(routed) {
                             return Err(gst::FlowError::Flushing);
@@ -196,7 +229,8 @@ fn cmaf_events(
     rendition: usize,
     buffers: &[gst::Buffer],
     segment: Option<&gst::FormattedSegment<gst::ClockTime>>,
-    arrivals: &ArrivalLog,
+    (arrivals, track): (&ArrivalLog, Track),
+    encoder: Option<&EncoderClock>,
 ) -> Vec<LadderEvent> {
     let mut events = Vec::new();
     let mut chunk_data = BytesMut::new();
@@ -233,7 +267,8 @@ fn cmaf_events(
                 duration_ns,
                 starts_segment,
                 independent,
-                source_arrival: arrivals.last_before(pts_ns.saturating_add(duration_ns)),
+                source_arrival: arrivals.last_before(track, pts_ns.saturating_add(duration_ns)),
+                encoder_delay: encoder.and_then(|e| e.delay_of_last_before(pts_ns.saturating_add(duration_ns))),
                 data,
             },
         });
@@ -299,4 +334,41 @@ pub(crate) fn first_sample_is_sync(chunk: &[u8]) -> Option<bool> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_before_is_the_latest_arrival_even_with_reordered_pts() {
+        let log = ArrivalLog::default();
+        assert_eq!(log.last_before(Track::Video, u64::MAX), None);
+        // Decode order of I P B B: presentation times 0, 99, 33, 66.
+        for pts in [0, 99, 33, 66] {
+            log.record(Track::Video, pts);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        log.record(Track::Audio, 500);
+        let arrivals: Vec<Instant> = log.video.lock().expect("lock").iter().map(|(_, at)| *at).collect();
+        // A chunk ending at 99 holds 0, 33 and 66: the last of them arrived last (66).
+        assert_eq!(log.last_before(Track::Video, 99), Some(arrivals[3]));
+        // One ending at 50 holds 0 and 33; 33 arrived after 0.
+        assert_eq!(log.last_before(Track::Video, 50), Some(arrivals[2]));
+        assert_eq!(log.last_before(Track::Video, 1), Some(arrivals[0]));
+        assert_eq!(log.last_before(Track::Video, 0), None);
+        assert!(log.last_before(Track::Audio, 501).is_some_and(|at| at > arrivals[3]));
+        assert_eq!(log.last_before(Track::Audio, 500), None, "tracks are separate");
+    }
+
+    #[test]
+    fn log_keeps_a_bounded_window() {
+        let log = ArrivalLog::default();
+        for pts in 0..(ARRIVALS_KEPT as u64 + 10) {
+            log.record(Track::Audio, pts);
+        }
+        assert_eq!(log.audio.lock().expect("lock").len(), ARRIVALS_KEPT);
+        assert_eq!(log.last_before(Track::Audio, 5), None, "the oldest entries are gone");
+        assert!(log.last_before(Track::Audio, 11).is_some());
+    }
 }

@@ -1,12 +1,14 @@
 //! Building the GStreamer pipeline for one stream.
 //!
 //! ```text
-//! video appsrc ─ tee ─ queue ─ h264parse ─ cmafmux ─ appsink            (passthrough)
+//! video appsrc ─ tee ─ queue ─ h264parse ─ cmafmux ─ appsink            (passthrough; when nothing
+//!                                                                        is decoded: no queue, and a
+//!                                                                        direct pad, not an appsrc)
 //!                  └─ queue ─ h264parse ─ avdec_h264 ─[keys]─ videoconvert ─ I420 ─ tee₀
 //! tee₀ ─ queue ─ valve ─ x264enc ─ h264parse ─ cmafmux ─ appsink         (long-GOP fallback)
 //! tee₀ ─ queue ─ videoscale ─ caps ─ teeₙ ─ queue ─ x264enc ─ … appsink  (each rung; teeₙ feeds
 //!                                                                        the next smaller rung)
-//! audio appsrc ─ aacparse ─ cmafmux ─ appsink                           (AAC: copied)
+//! audio pad ─ aacparse ─ cmafmux ─ appsink                              (AAC: copied, pushed directly)
 //! audio appsrc ─ mpegaudioparse ─ avdec_mp3 ─ audioconvert ─ audioresample ─ caps
 //!              ─ avenc_aac ─ aacparse ─ cmafmux ─ appsink                (MP3: encoded once)
 //! ```
@@ -19,9 +21,10 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::codec::{h264_level_for, x264_profile_bytes, AacInfo, AvcInfo};
+use super::encoder_delay::EncoderClock;
 use super::keys::{drop_upstream_key_requests, install_key_probe, KeyPlanner};
 use super::ladder::LadderSettings;
-use super::output::{attach_appsink, EventSink, Producer, RenditionRouter};
+use super::output::{attach_appsink, EventSink, Producer, RenditionRouter, Track};
 use super::profile::LadderProfile;
 use super::types::{RenditionKind, RenditionSpec};
 
@@ -130,8 +133,8 @@ pub(crate) fn plan_video(
 
 pub(crate) struct BuiltPipeline {
     pub pipeline: gst::Pipeline,
-    pub video_src: Option<gst_app::AppSrc>,
-    pub audio_src: Option<gst_app::AppSrc>,
+    pub video_src: Option<MediaSrc>,
+    pub audio_src: Option<MediaSrc>,
     pub renditions: Vec<RenditionSpec>,
     pub key_planner: Option<Arc<Mutex<KeyPlanner>>>,
     pub routers: Vec<Arc<RenditionRouter>>,
@@ -176,6 +179,8 @@ struct Builder<'a> {
     settings: &'a LadderSettings,
     profile: &'a LadderProfile,
     events: EventSink,
+    /// Each encoder's clock by rendition tag, for the appsink of the same tag.
+    encoder_clocks: std::cell::RefCell<std::collections::HashMap<String, EncoderClock>>,
 }
 
 impl Builder<'_> {
@@ -197,11 +202,21 @@ impl Builder<'_> {
         tag: &str,
         router: &Arc<RenditionRouter>,
         producer: Producer,
+        track: Track,
     ) -> Result<gst::Element, String> {
         let mux = self.add("cmafmux", &format!("mux-{tag}"))?;
         mux.set_property("fragment-duration", self.settings.segment_target.as_nanos() as u64);
         mux.set_property("chunk-duration", self.settings.part_target.as_nanos() as u64);
         set_text_property(&mux, "header-update-mode", "none")?;
+        // The aggregator's input queue holds this much media before a push
+        // waits for the muxer thread; at 0 every frame after the first waits
+        // for the muxer to take the previous one (two thread switches per
+        // frame). The pipeline is not live, so this adds no output delay:
+        // chunks still go out as soon as their last frame is in.
+        mux.set_property(
+            "latency",
+            u64::try_from(self.settings.part_target.as_nanos()).unwrap_or(u64::MAX),
+        );
         let sink = self.add("appsink", &format!("sink-{tag}"))?;
         sink.set_property("sync", false);
         sink.set_property("async", false);
@@ -213,7 +228,8 @@ impl Builder<'_> {
         let appsink = sink
             .downcast::<gst_app::AppSink>()
             .map_err(|_| "appsink is not an AppSink".to_string())?;
-        attach_appsink(&appsink, router.clone(), producer, self.events.clone());
+        let encoder = self.encoder_clocks.borrow().get(tag).cloned();
+        attach_appsink(&appsink, router.clone(), producer, self.events.clone(), track, encoder);
         Ok(mux)
     }
 
@@ -227,6 +243,9 @@ impl Builder<'_> {
     ) -> Result<(Vec<gst::Element>, String), String> {
         let enc_settings = &self.profile.encoder;
         let encoder = self.add("x264enc", &format!("enc-{tag}"))?;
+        let clock = EncoderClock::default();
+        clock.install(&encoder);
+        self.encoder_clocks.borrow_mut().insert(tag.to_string(), clock);
         set_text_property(&encoder, "speed-preset", &enc_settings.speed_preset)?;
         set_text_property(&encoder, "tune", &enc_settings.tune)?;
         encoder.set_property("bitrate", kbps);
@@ -342,6 +361,174 @@ fn appsrc(builder: &Builder, name: &str, caps: gst::Caps) -> Result<gst_app::App
     Ok(src)
 }
 
+/// Where the feeder pushes one track's frames.
+///
+/// `Direct` runs the branch (parser, then the muxer's input queue) on the
+/// feeder's own thread. An appsrc costs a streaming thread per track and a
+/// thread wake-up per frame, which dominated passthrough fan-in CPU; it is
+/// kept only where the branch decodes or encodes, since that work must not
+/// run on (or block) a Tokio worker. A direct push blocks only while the
+/// muxer holds more than its latency (one part) of media; the feeder keeps
+/// that from turning into a wait on the packager (see `Feeder::backlogged`).
+#[derive(Clone)]
+pub(crate) enum MediaSrc {
+    App(gst_app::AppSrc),
+    Direct(DirectSrc),
+}
+
+impl MediaSrc {
+    pub fn push(&self, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
+        match self {
+            MediaSrc::App(src) => src.push_buffer(buffer).map(|_| ()),
+            MediaSrc::Direct(src) => src.push(buffer),
+        }
+    }
+
+    /// Bytes queued ahead of the pipeline (always 0 when pushed directly).
+    pub fn level_bytes(&self) -> u64 {
+        match self {
+            MediaSrc::App(src) => src.current_level_bytes(),
+            MediaSrc::Direct(_) => 0,
+        }
+    }
+
+    pub fn is_direct(&self) -> bool {
+        matches!(self, MediaSrc::Direct(_))
+    }
+
+    pub fn end_of_stream(&self) {
+        match self {
+            MediaSrc::App(src) => {
+                let _ = src.end_of_stream();
+            }
+            MediaSrc::Direct(src) => src.end_of_stream(),
+        }
+    }
+
+    pub fn caps(&self) -> Option<gst::Caps> {
+        match self {
+            MediaSrc::App(src) => src.caps(),
+            MediaSrc::Direct(src) => src.caps(),
+        }
+    }
+
+    /// New caps for the frames pushed after this call.
+    pub fn set_caps(&self, caps: &gst::Caps) {
+        match self {
+            MediaSrc::App(src) => src.set_caps(Some(caps)),
+            MediaSrc::Direct(src) => src.set_caps(caps),
+        }
+    }
+}
+
+struct DirectState {
+    caps: gst::Caps,
+    /// Stream-start, caps and segment went out (they are sent with the
+    /// first frame, once the pipeline is playing).
+    started: bool,
+    caps_pending: bool,
+}
+
+/// A free-standing source pad linked into the pipeline: pushing a buffer
+/// runs the downstream chain functions on the caller's thread.
+#[derive(Clone)]
+pub(crate) struct DirectSrc {
+    pad: gst::Pad,
+    state: Arc<Mutex<DirectState>>,
+}
+
+impl DirectSrc {
+    pub fn new(name: &str, caps: gst::Caps) -> Self {
+        let state = Arc::new(Mutex::new(DirectState {
+            caps,
+            started: false,
+            caps_pending: false,
+        }));
+        let query_state = state.clone();
+        let pad = gst::Pad::builder(gst::PadDirection::Src)
+            .name(name)
+            .query_function(move |pad, parent, query| {
+                let caps = query_state.lock().ok().map(|s| s.caps.clone());
+                match (query.view_mut(), caps) {
+                    (gst::QueryViewMut::Caps(q), Some(caps)) => {
+                        let result = match q.filter() {
+                            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+                            None => caps,
+                        };
+                        q.set_result(&result);
+                        true
+                    }
+                    (gst::QueryViewMut::AcceptCaps(q), Some(caps)) => {
+                        let accepted = q.caps().can_intersect(&caps);
+                        q.set_result(accepted);
+                        true
+                    }
+                    _ => gst::Pad::query_default(pad, parent, query),
+                }
+            })
+            .build();
+        Self { pad, state }
+    }
+
+    /// Links the pad to `peer` (its sink pad) and activates it.
+    fn link(&self, peer: &gst::Element) -> Result<(), String> {
+        let sink = peer
+            .static_pad("sink")
+            .ok_or_else(|| format!("{} has no sink pad", peer.name()))?;
+        self.pad
+            .link(&sink)
+            .map_err(|e| format!("linking {} to {}: {e:?}", self.pad.name(), peer.name()))?;
+        self.pad
+            .set_active(true)
+            .map_err(|e| format!("activating {}: {e}", self.pad.name()))
+    }
+
+    fn push(&self, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
+        self.send_pending_events();
+        self.pad.push(buffer).map(|_| ())
+    }
+
+    fn send_pending_events(&self) {
+        let (start, caps) = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let start = !state.started;
+            let caps = (start || state.caps_pending).then(|| state.caps.clone());
+            state.started = true;
+            state.caps_pending = false;
+            (start, caps)
+        };
+        if start {
+            let id = format!("{}/{}", self.pad.name(), std::process::id());
+            self.pad.push_event(gst::event::StreamStart::new(&id));
+        }
+        if let Some(caps) = caps {
+            self.pad.push_event(gst::event::Caps::new(&caps));
+        }
+        if start {
+            let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+            self.pad.push_event(gst::event::Segment::new(&segment));
+        }
+    }
+
+    fn end_of_stream(&self) {
+        self.send_pending_events();
+        self.pad.push_event(gst::event::Eos::new());
+    }
+
+    fn caps(&self) -> Option<gst::Caps> {
+        self.state.lock().ok().map(|s| s.caps.clone())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) {
+        if let Ok(mut state) = self.state.lock() {
+            state.caps = caps.clone();
+            state.caps_pending = true;
+        }
+    }
+}
+
 pub(crate) fn build(
     stream_id: &str,
     profile: &LadderProfile,
@@ -356,6 +543,7 @@ pub(crate) fn build(
         settings,
         profile,
         events: events.clone(),
+        encoder_clocks: Default::default(),
     };
     let mut renditions = Vec::new();
     let mut routers = Vec::new();
@@ -364,14 +552,21 @@ pub(crate) fn build(
     let mut built_switchable = Vec::new();
 
     if let Some(video) = video {
-        let src = appsrc(&builder, "video-src", video_caps(video))?;
-        let tee = builder.add("tee", "video-tee")?;
-        link_all(&[src.upcast_ref(), &tee])?;
         let plan = plan_video(profile, video.info.width, video.info.height, video.bitrate_bps);
         let needs_decode = plan.iter().any(|r| match r.kind {
             RungKind::Encode { .. } => true,
             RungKind::Passthrough { .. } => profile.long_gop_fallback,
         });
+        let tee = builder.add("tee", "video-tee")?;
+        let src = if needs_decode {
+            let src = appsrc(&builder, "video-src", video_caps(video))?;
+            link_all(&[src.upcast_ref(), &tee])?;
+            MediaSrc::App(src)
+        } else {
+            let src = DirectSrc::new("video-src", video_caps(video));
+            src.link(&tee)?;
+            MediaSrc::Direct(src)
+        };
         let segment_ns = settings.segment_target.as_nanos() as u64;
         let planner = Arc::new(Mutex::new(KeyPlanner::new(segment_ns)));
         let mut raw_tee: Option<gst::Element> = None;
@@ -381,6 +576,11 @@ pub(crate) fn build(
             let q = builder.queue("decode-queue")?;
             let parse = builder.add("h264parse", "decode-parse")?;
             let dec = builder.add("avdec_h264", "decoder")?;
+            // libav's default frame threading holds one frame per extra thread
+            // before output: tens of milliseconds on every part. Slice threading
+            // adds none (and single-slice sources just decode on one thread,
+            // ~4 ms a 1080p frame).
+            set_text_property(&dec, "thread-type", "slice")?;
             let convert = builder.add("videoconvert", "convert")?;
             convert.set_property("n-threads", profile.scaler.threads.max(1));
             let i420 = builder.add("capsfilter", "i420")?;
@@ -406,10 +606,17 @@ pub(crate) fn build(
             };
             match rung.kind {
                 RungKind::Passthrough { fallback_kbps } => {
-                    let q = builder.queue(&format!("queue-{tag}"))?;
                     let parse = builder.add("h264parse", &format!("parse-{tag}"))?;
-                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary)?;
-                    link_all(&[&tee, &q, &parse, &mux])?;
+                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary, Track::Video)?;
+                    if needs_decode {
+                        // Decouples the copy from the decoder branch on the same tee.
+                        let q = builder.queue(&format!("queue-{tag}"))?;
+                        link_all(&[&tee, &q, &parse, &mux])?;
+                    } else {
+                        // The only branch: a queue would add a thread and up to
+                        // 1 s of buffering per stream and decouple nothing.
+                        link_all(&[&tee, &parse, &mux])?;
+                    }
                     let bps = video.bitrate_bps.unwrap_or(u64::from(fallback_kbps) * 1000);
                     renditions.push(RenditionSpec {
                         name: rung.name.clone(),
@@ -428,7 +635,7 @@ pub(crate) fn build(
                         // the pipeline never reports end of stream.
                         set_text_property(&valve, "drop-mode", "forward-sticky-events")?;
                         let (enc, _) = builder.x264(&ftag, rung.width, rung.height, video.fps, fallback_kbps)?;
-                        let mux = builder.mux_and_sink(&ftag, &router, Producer::Fallback)?;
+                        let mux = builder.mux_and_sink(&ftag, &router, Producer::Fallback, Track::Video)?;
                         let mut chain: Vec<&gst::Element> = vec![raw, &q, &valve];
                         chain.extend(enc.iter());
                         chain.push(&mux);
@@ -463,7 +670,7 @@ pub(crate) fn build(
                     link_all(&[&input, &q, &scale, &size, &rung_tee])?;
                     let eq = builder.queue(&format!("queue-{tag}"))?;
                     let (enc, codecs) = builder.x264(&tag, rung.width, rung.height, video.fps, kbps)?;
-                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary)?;
+                    let mux = builder.mux_and_sink(&tag, &router, Producer::Primary, Track::Video)?;
                     let mut chain: Vec<&gst::Element> = vec![&rung_tee, &eq];
                     chain.extend(enc.iter());
                     chain.push(&mux);
@@ -500,15 +707,17 @@ pub(crate) fn build(
 
     let mut audio_src = None;
     if let Some(audio) = audio {
-        let src = appsrc(&builder, "audio-src", audio_caps(audio))?;
         let router = RenditionRouter::new(renditions.len());
-        let spec = match &audio.codec {
+        let (spec, src) = match &audio.codec {
             AudioCodec::Aac { info, .. } => {
+                // Copied AAC is only parsed and muxed: pushed directly.
+                let src = DirectSrc::new("audio-src", audio_caps(audio));
                 let parse = builder.add("aacparse", "audio-parse")?;
-                let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
-                link_all(&[src.upcast_ref(), &parse, &mux])?;
+                let mux = builder.mux_and_sink("audio", &router, Producer::Primary, Track::Audio)?;
+                link_all(&[&parse, &mux])?;
+                src.link(&parse)?;
                 let bps = audio.bitrate_bps.unwrap_or(128_000);
-                RenditionSpec {
+                let spec = RenditionSpec {
                     name: "audio".into(),
                     kind: RenditionKind::Audio {
                         sample_rate: info.sample_rate,
@@ -518,16 +727,19 @@ pub(crate) fn build(
                     average_bandwidth: bps,
                     codecs: info.codecs(),
                     passthrough: true,
-                }
+                };
+                (spec, MediaSrc::Direct(src))
             }
             AudioCodec::Mp3 { sample_rate, channels } => {
+                // The MP3 decode and AAC encode get their own streaming thread.
+                let src = appsrc(&builder, "audio-src", audio_caps(audio))?;
                 let mut chain = builder.aac_encode(*sample_rate, *channels)?;
                 chain.insert(0, src.clone().upcast());
-                let mux = builder.mux_and_sink("audio", &router, Producer::Primary)?;
+                let mux = builder.mux_and_sink("audio", &router, Producer::Primary, Track::Audio)?;
                 chain.push(mux);
                 link_all(&chain.iter().collect::<Vec<_>>())?;
                 let bps = aac_encode_bitrate_bps(profile.audio_bitrate_kbps, *sample_rate, *channels);
-                RenditionSpec {
+                let spec = RenditionSpec {
                     name: "audio".into(),
                     kind: RenditionKind::Audio {
                         sample_rate: *sample_rate,
@@ -537,7 +749,8 @@ pub(crate) fn build(
                     average_bandwidth: bps,
                     codecs: ENCODED_AAC_CODECS.into(),
                     passthrough: false,
-                }
+                };
+                (spec, MediaSrc::App(src))
             }
         };
         renditions.push(spec);
@@ -554,4 +767,63 @@ pub(crate) fn build(
         routers,
         switchable: built_switchable,
     })
+}
+
+#[cfg(test)]
+mod direct_src_tests {
+    use super::*;
+
+    #[test]
+    fn direct_push_runs_downstream_on_the_callers_thread_with_caps_and_eos() {
+        super::super::init().expect("gstreamer ready");
+        let pipeline = gst::Pipeline::new();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        sink.set_property("async", false);
+        pipeline.add(&sink).expect("add appsink");
+        let first = gst::Caps::builder("application/x-pulse-test").field("n", 1i32).build();
+        let second = gst::Caps::builder("application/x-pulse-test").field("n", 2i32).build();
+        let direct = DirectSrc::new("test-src", first.clone());
+        direct.link(sink.upcast_ref()).expect("link");
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let byte = sample
+                        .buffer()
+                        .and_then(|b| b.map_readable().ok().and_then(|m| m.first().copied()));
+                    record
+                        .lock()
+                        .expect("lock")
+                        .push((std::thread::current().id(), sample.caps_owned(), byte));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).expect("playing");
+
+        let src = MediaSrc::Direct(direct);
+        assert!(src.is_direct());
+        src.push(gst::Buffer::from_slice([1u8])).expect("first push");
+        src.set_caps(&second);
+        src.push(gst::Buffer::from_slice([2u8])).expect("second push");
+        assert_eq!(src.level_bytes(), 0, "nothing is queued ahead of the pipeline");
+        assert_eq!(src.caps(), Some(second.clone()));
+        src.end_of_stream();
+
+        let bus = pipeline.bus().expect("bus");
+        let eos = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Eos]);
+        pipeline.set_state(gst::State::Null).expect("null");
+        assert!(eos.is_some(), "EOS pushed on the pad reaches the bus");
+
+        let caller = std::thread::current().id();
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            vec![(caller, Some(first), Some(1)), (caller, Some(second), Some(2))],
+            "each buffer is handled on the pushing thread, with the caps in force when it was pushed"
+        );
+    }
 }

@@ -297,6 +297,44 @@ async fn small_ladder_from_real_source_is_aligned_and_decodable() {
     }
 }
 
+/// The passthrough profile pushes both tracks straight into their muxers
+/// (no appsrc threads): the copy must still come out whole and in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_profile_copies_both_tracks_in_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "pt.flv", Some(30), true);
+    let packets = flv_packets(&flv);
+    let video_frames = packets.iter().filter(|p| matches!(p, MediaPacket::Video(_))).count();
+    let profile = load_profile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/passthrough.toml"))
+        .expect("passthrough.toml");
+    let events = run_ladder(packets, &profile, &settings(1000)).await;
+    assert!(
+        matches!(events.last(), Some(LadderEvent::Ended(Ok(())))),
+        "{:?}",
+        events.last()
+    );
+    let (renditions, warnings) = by_rendition(&events);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(renditions.len(), 2);
+    assert!(renditions[0].spec.passthrough && renditions[1].spec.passthrough);
+    assert_eq!(renditions[1].spec.name, "audio");
+    for r in &renditions {
+        assert_eq!(r.inits.len(), 1, "{}", r.spec.name);
+        assert!(r.chunks[0].starts_segment && r.chunks[0].independent);
+        for c in &r.chunks {
+            assert!(c.duration_ns <= 260_000_000, "{}: chunk {c:?}", r.spec.name);
+            assert!(c.source_arrival.is_some(), "{}: chunk without arrival", r.spec.name);
+        }
+        let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+        assert!(errors.is_empty(), "{}: {errors}", r.spec.name);
+        if let RenditionKind::Video { .. } = r.spec.kind {
+            assert_eq!(frames as usize, video_frames, "every source frame is copied");
+        } else {
+            assert!(frames > 100, "audio: {frames} frames");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_only_and_video_only_inputs_work() {
     let dir = tempfile::tempdir().expect("tempdir");

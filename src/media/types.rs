@@ -42,6 +42,9 @@ pub struct CmafChunk {
     /// When the last source frame that this chunk covers reached the ladder,
     /// so packaging can measure how long a part took to become available.
     pub source_arrival: Option<std::time::Instant>,
+    /// How long the last frame of the chunk spent inside its video encoder
+    /// (None for copied media): the share of the lag no packager can remove.
+    pub encoder_delay: Option<std::time::Duration>,
 }
 
 /// Everything a running ladder reports, in order per rendition.

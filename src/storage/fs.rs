@@ -30,31 +30,59 @@ fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StorageError
     }
 }
 
+/// Runs blocking file-system work on tokio's blocking pool. One hop per
+/// operation: a fan-in edge puts a thousand small objects a second, and
+/// `tokio::fs` would spend a thread hand-off on every single syscall.
+async fn blocking<T: Send + 'static>(
+    path: &std::path::Path,
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(StorageError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+fn put_file(path: &std::path::Path, data: &[u8]) -> Result<(), StorageError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let tmp = path.with_extension("tmp-write");
+    // No fsync: a reader of this edge sees the renamed file at once (page
+    // cache), and the media window is worthless after a crash anyway.
+    std::fs::write(&tmp, data).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
 impl ObjectStore for FsStore {
     fn put(&self, key: String, data: Bytes, _meta: ObjectMeta) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
             let path = self.path(&key)?;
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(io_err(dir))?;
-            }
-            let tmp = path.with_extension("tmp-write");
-            tokio::fs::write(&tmp, &data).await.map_err(io_err(&tmp))?;
-            tokio::fs::rename(&tmp, &path).await.map_err(io_err(&path))?;
-            Ok(())
+            let work_path = path.clone();
+            blocking(&path, move || put_file(&work_path, &data)).await
         })
     }
 
     fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
-            for key in keys {
-                let path = self.path(&key)?;
-                match tokio::fs::remove_file(&path).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path)(e)),
+            let paths = keys.iter().map(|k| self.path(k)).collect::<Result<Vec<_>, _>>()?;
+            let Some(first) = paths.first().cloned() else {
+                return Ok(());
+            };
+            blocking(&first, move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&path)(e)),
+                    }
                 }
-            }
-            Ok(())
+                Ok(())
+            })
+            .await
         })
     }
 

@@ -1,10 +1,11 @@
 use std::fmt::Write;
 
-use super::{date_time, quoted_safe, seconds, with_query, StreamTiming};
+use super::{date_time, quoted_safe, seconds, StreamTiming};
 use crate::hls::blocking::SkipRequest;
 use crate::hls::rendition::{init_file, part_file, segment_file, Rendition, Segment};
 
-/// Everything one media playlist response depends on.
+/// Everything a media playlist depends on, except the viewer's key query
+/// (see [`MediaTemplate`]).
 pub(crate) struct MediaPlaylist<'a> {
     pub rendition: &'a Rendition,
     /// The stream's other renditions, for EXT-X-RENDITION-REPORT.
@@ -12,13 +13,55 @@ pub(crate) struct MediaPlaylist<'a> {
     pub timing: StreamTiming,
     pub ended: bool,
     pub skip: Option<SkipRequest>,
-    /// Appended to key URIs (the viewer's token); media URIs carry no query.
-    pub key_query: &'a str,
+}
+
+/// A rendered media playlist that every viewer shares. The only per-viewer
+/// part is the query (the viewer's token) on key URIs: it goes in at
+/// `key_query_at`, so serving a viewer is a copy, not a render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MediaTemplate {
+    text: String,
+    /// Byte offsets in `text` right after each key URI's path, ascending.
+    key_query_at: Vec<usize>,
+}
+
+impl MediaTemplate {
+    /// The playlist for a viewer whose key URIs carry `key_query` (e.g.
+    /// `token=…`; empty for none). Quotes and line breaks are dropped from
+    /// it, as from every quoted attribute value.
+    pub(crate) fn assemble(&self, key_query: &str) -> String {
+        if key_query.is_empty() || self.key_query_at.is_empty() {
+            return self.text.clone();
+        }
+        let cleaned;
+        let query = if key_query.contains(['"', '\r', '\n']) {
+            cleaned = quoted_safe(key_query);
+            cleaned.as_str()
+        } else {
+            key_query
+        };
+        let mut out = String::with_capacity(self.text.len() + self.key_query_at.len() * (query.len() + 1));
+        let mut from = 0;
+        for &at in &self.key_query_at {
+            out.push_str(&self.text[from..at]);
+            out.push('?');
+            out.push_str(query);
+            from = at;
+        }
+        out.push_str(&self.text[from..]);
+        out
+    }
+
+    /// Length of the playlist without any key query.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.text.len()
+    }
 }
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
+pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
     let r = p.rendition;
     let td_ns = p.timing.target_duration_secs.saturating_mul(NS_PER_SEC);
     let skip_until_ns = td_ns.saturating_mul(6);
@@ -26,6 +69,7 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
     let edge_ns = r.timeline_end_ns();
 
     let mut out = String::with_capacity(4096);
+    let mut key_query_at = Vec::new();
     out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", p.timing.target_duration_secs);
     let _ = writeln!(
@@ -77,13 +121,11 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
         }
         key_in_force = segment.key.is_some();
         if let Some(key) = segment.key {
-            let uri = with_query(&format!("../key/{}.key", key.key_id), p.key_query);
-            let _ = writeln!(
-                out,
-                "#EXT-X-KEY:METHOD=AES-128,URI=\"{}\",IV=0x{}",
-                quoted_safe(&uri),
-                hex::encode_upper(key.iv)
-            );
+            let _ = write!(out, "#EXT-X-KEY:METHOD=AES-128,URI=\"../key/{}.key", key.key_id);
+            key_query_at.push(out.len());
+            out.push_str("\",IV=0x");
+            push_hex_upper(&mut out, &key.iv);
+            out.push('\n');
         }
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", date_time(segment.program_date_time));
         let list_parts = !segment.is_complete() || segment.end_ns().saturating_add(part_listing_ns) >= edge_ns;
@@ -126,5 +168,16 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> String {
             );
         }
     }
-    out
+    MediaTemplate {
+        text: out,
+        key_query_at,
+    }
+}
+
+fn push_hex_upper(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }

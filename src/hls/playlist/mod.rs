@@ -1,10 +1,12 @@
 //! Playlist text. Written by hand: no m3u8 crate writes LL-HLS tags.
 
+mod cache;
 mod master;
 mod media;
 
+pub(crate) use cache::PlaylistCache;
 pub(crate) use master::render_master;
-pub(crate) use media::{render_media, MediaPlaylist};
+pub(crate) use media::{render_media, MediaPlaylist, MediaTemplate};
 
 use std::time::SystemTime;
 

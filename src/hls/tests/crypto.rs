@@ -55,7 +55,7 @@ async fn parts_and_segments_decrypt_with_the_playlist_key_and_iv() {
         } else if !line.starts_with('#') {
             let (key, iv) = current.expect("KEY precedes segment");
             let msn: u64 = line.trim_end_matches(".mp4").parse().expect("segment msn");
-            let data = h.packager.segment("720p", msn).expect("segment");
+            let data = h.packager.segment("720p", msn).await.expect("segment");
             assert_eq!(decrypt(&key, &iv, &data).expect("segment decrypts"), segment_clear);
             segments_checked += 1;
         }
@@ -99,9 +99,14 @@ async fn keys_rotate_at_segment_boundaries_and_live_while_used() {
     );
 
     // The oldest retained segment (past the listing, in its grace period) keeps its key.
-    let oldest = (first_msn..m)
-        .find(|msn| h.packager.segment("720p", *msn).is_ok())
-        .expect("retained");
+    let mut oldest = None;
+    for msn in first_msn..m {
+        if h.packager.segment("720p", msn).await.is_ok() {
+            oldest = Some(msn);
+            break;
+        }
+    }
+    let oldest = oldest.expect("retained");
     assert!(oldest < m && oldest > first_msn + 3);
     assert!(h.packager.key(oldest / 3).is_ok());
     assert!(matches!(h.packager.key(oldest / 3 - 1), Err(HlsError::NotFound(_))));

@@ -147,6 +147,7 @@ impl Harness {
         self.sent.entry(name.to_string()).or_default().push(data.clone());
         let chunk = CmafChunk {
             source_arrival: None,
+            encoder_delay: None,
             data,
             pts_ns: pts,
             duration_ns,

@@ -99,9 +99,9 @@ async fn parts_are_listed_for_three_target_durations_and_kept_for_six() {
     assert!(h.packager.part("720p", first, 0).await.is_err());
     assert!(h.packager.part("720p", first + 1, 0).await.is_ok());
     // The segment that left the playlist is still served (RFC 8216 §6.2.2).
-    assert!(h.packager.segment("720p", first).is_ok());
+    assert!(h.packager.segment("720p", first).await.is_ok());
     assert!(
-        h.packager.segment("720p", first + 7).is_err(),
+        h.packager.segment("720p", first + 7).await.is_err(),
         "open segment is not complete"
     );
 }
@@ -209,5 +209,5 @@ async fn clear_output_has_no_key_tags() {
     let sent = h.sent["720p"].clone();
     assert_eq!(h.packager.part("720p", m, 1).await.expect("part"), sent[1]);
     let whole: Vec<u8> = sent[..5].iter().flat_map(|b| b.iter().copied()).collect();
-    assert_eq!(h.packager.segment("720p", m).expect("segment").to_vec(), whole);
+    assert_eq!(h.packager.segment("720p", m).await.expect("segment").to_vec(), whole);
 }

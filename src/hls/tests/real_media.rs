@@ -93,6 +93,7 @@ async fn ffmpeg_decodes_the_encrypted_output_like_the_source() {
     for (i, fragment) in fragments.into_iter().enumerate() {
         let chunk = CmafChunk {
             source_arrival: None,
+            encoder_delay: None,
             data: Bytes::from(fragment),
             pts_ns: i as u64 * PART_NS,
             duration_ns: PART_NS,
@@ -144,7 +145,7 @@ async fn ffmpeg_decodes_the_encrypted_output_like_the_source() {
         let msn = uri.trim_end_matches(".mp4").parse().expect("msn");
         std::fs::write(
             rendition_dir.join(&uri),
-            h.packager.segment("720p", msn).expect("segment"),
+            h.packager.segment("720p", msn).await.expect("segment"),
         )
         .expect("write");
     }

@@ -146,6 +146,7 @@ async fn run_session_consumes_ladder_events() {
     for i in 0..12u64 {
         let chunk = CmafChunk {
             source_arrival: None,
+            encoder_delay: None,
             data: Bytes::from(vec![i as u8; 100]),
             pts_ns: i * PART_NS,
             duration_ns: PART_NS,
@@ -181,6 +182,7 @@ async fn run_session_rejects_events_out_of_contract() {
         .expect("send");
     let chunk = CmafChunk {
         source_arrival: None,
+        encoder_delay: None,
         data: Bytes::from_static(b"x"),
         pts_ns: 0,
         duration_ns: PART_NS,
@@ -213,6 +215,7 @@ async fn a_cancelled_session_closes_its_open_segment() {
     for i in 0..3u64 {
         let chunk = CmafChunk {
             source_arrival: None,
+            encoder_delay: None,
             data: Bytes::from(vec![1; 50]),
             pts_ns: i * PART_NS,
             duration_ns: PART_NS,
