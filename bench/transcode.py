@@ -1,361 +1,227 @@
 #!/usr/bin/env python3
-"""Pulse Edge against the classic nginx-rtmp + `exec ffmpeg` design, in one session.
+"""Figure 4 (transcode cost) and figure 2 (part availability lag), side by side in one session.
 
-For both servers, on the same 60 s 1080p30 source as bench/spine.py:
-  * time from publish start to first playable media: Pulse Edge, the first EXT-X-PART in
-    every rendition playlist; nginx-rtmp, the first segment listed in every variant playlist;
-  * server CPU cores and RSS, summed over the server's whole process tree (for nginx: master,
-    worker and the ffmpeg it execs), one source looped with `-re -c copy`, measured over a
-    window after an 8 s warm-up.
-Runs alternate between the servers so that machine noise hits both alike.
+One 1080p30 source (bench/.cache, 4.5 Mbit/s x264, 2 s GOP) on the default ladder
+(1080p copied, 720p/480p/360p encoded with x264 veryfast/zerolatency):
+  * Pulse Edge: CPU and RSS of the server process tree, the source looped into it with
+    ffmpeg `-re -c copy`, over a window after a warm-up. The publisher is not counted.
+  * nginx-rtmp + exec ffmpeg (nginx/rtmp-baseline/nginx.conf.template): the same, summed over
+    nginx master + worker + the ffmpeg it execs. Same x264 settings.
+  * The floor: a bare gst-launch-1.0 pipeline that only decodes, scales (the same cascade and
+    scaler) and encodes the same ladder with the same x264 settings, no server. Measured two
+    ways: *paced* (a `clocksync` feeds it in real time, as a live source arrives: the same
+    workload the servers get) and *unpaced* (as fast as it can: cheaper per frame, because
+    threads never sleep between frames). Ratios are given against both.
+  * Part availability lag (listed in a playlist minus the arrival of the part's last source
+    frame at the ingest), split at the encoder: the server logs, per session, the p50/p95 of
+    the total, of x264's own delay, and of everything beyond the encoder.
+Sides alternate run by run so that machine noise hits all alike.
 
-Usage: python3 bench/baseline.py [--repeats N] [--seconds S]
-Needs: target/release/pulse-edge, ffmpeg, nginx with libnginx-mod-rtmp
-(`apt-get install -y --no-install-recommends nginx-light libnginx-mod-rtmp`).
-Config: nginx/rtmp-baseline/nginx.conf.template.  Prints a Markdown block.
+Usage: python3 bench/transcode.py [--repeats N] [--seconds S] [--quick]
+Needs: target/release/pulse-edge, ffmpeg, gst-launch-1.0, nginx + libnginx-mod-rtmp.
 """
 
 import argparse
-import grp
-import http.server
 import os
-import platform
-import pwd
-import secrets
+import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spine  # noqa: E402  (source file, Pulse Edge server and publisher helpers)
+import common  # noqa: E402
+from common import Nginx, PulseServer, settle, tree_sample  # noqa: E402
 
-TEMPLATE = os.path.join(spine.ROOT, "nginx", "rtmp-baseline", "nginx.conf.template")
-RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
-VARIANTS = ("_src", "_720p", "_480p", "_360p")  # must match hls_variant in the template
 WARM_UP_S = 8
-FIRST_MEDIA_TIMEOUT_S = 30
-PUBLISH_KEY = "baseline-" + secrets.token_hex(8)
+MEDIA_S = 60  # length of common.SOURCE
 
 
-# ---- process tree accounting -------------------------------------------------------------
-
-def _stat_fields(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def process_tree(root):
-    """(pid, starttime) of root and all its descendants; starttime guards against pid reuse."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = _stat_fields(entry)
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
-    try:
-        tree = [(root, int(_stat_fields(root)[19]))]
-    except OSError:
-        return []
-    i = 0
-    while i < len(tree):
-        tree.extend(children.get(tree[i][0], []))
-        i += 1
-    return tree
-
-
-def _same_process(pid, start):
-    try:
-        return int(_stat_fields(pid)[19]) == start
-    except OSError:
-        return False
-
-
-def tree_sample(root):
-    """{(pid, start): (cpu_seconds, rss_mib, comm)} for the live tree."""
-    sample = {}
-    for pid, start in process_tree(root):
-        try:
-            fields = _stat_fields(pid)
-            cpu = (int(fields[11]) + int(fields[12])) / spine.TICK
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-            with open(f"/proc/{pid}/cmdline") as f:
-                title = f.read().split("\0")[0]
-            if title.startswith("nginx: "):  # "nginx: master process /usr/sbin/nginx -p …" -> "nginx master"
-                comm = "nginx " + title[len("nginx: "):].split(" process")[0]
-            sample[(pid, start)] = (cpu, spine.rss_mib(pid), comm)
-        except OSError:
-            continue  # exited between the listing and the read
-    return sample
-
-
-def settle(root, limit_s=15):
-    """Wait until the tree is idle (< 0.05 cores over 1 s), so a previous run's transcoder
-    shutting down is not counted in the next one."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        before = tree_sample(root)
-        time.sleep(1)
-        after = tree_sample(root)
-        busy = sum(cpu - before.get(key, (0,))[0] for key, (cpu, _, _) in after.items())
-        if busy < 0.05:
-            return
-
-
-def stop_tree(proc, sig):
-    """Signal the root, then make sure no descendant we started outlives it."""
-    tree = process_tree(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    deadline = time.monotonic() + 5
-    for pid, start in tree[1:]:
-        while _same_process(pid, start) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _same_process(pid, start):
-            os.kill(pid, signal.SIGKILL)
-
-
-# ---- the nginx-rtmp side ------------------------------------------------------------------
-
-class AuthHandler(http.server.BaseHTTPRequestHandler):
-    """nginx-rtmp's on_publish callback: a form POST carrying the publish URL's args."""
-
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        form = urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
-        ok = form.get("key", [""])[0] == PUBLISH_KEY
-        self.server.answers.append(200 if ok else 403)
-        self.send_response(200 if ok else 403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-class Nginx:
-    def __init__(self, workdir):
-        self.prefix = tempfile.mkdtemp(prefix="nginx-", dir=workdir)
-        os.chmod(self.prefix, 0o755)
-        for sub in ("hls", "tmp"):
-            os.makedirs(os.path.join(self.prefix, sub))
-        self.auth = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AuthHandler)
-        self.auth.answers = []
-        threading.Thread(target=self.auth.serve_forever, daemon=True).start()
-        self.http = spine.free_port()
-        self.rtmp = spine.free_port()
-        values = {
-            "PREFIX": self.prefix, "RTMP_PORT": self.rtmp, "HTTP_PORT": self.http,
-            "AUTH_PORT": self.auth.server_address[1],
-            "USER": pwd.getpwuid(os.geteuid()).pw_name, "GROUP": grp.getgrgid(os.getegid()).gr_name,
-        }
-        conf = open(TEMPLATE).read()
-        for key, value in values.items():
-            conf = conf.replace("{{" + key + "}}", str(value))
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.log_path = os.path.join(self.prefix, "error.log")
-        self.proc = subprocess.Popen(
-            [shutil.which("nginx") or "/usr/sbin/nginx", "-p", self.prefix, "-c", self.conf, "-e", self.log_path],
-            stdin=subprocess.DEVNULL, stdout=open(os.path.join(self.prefix, "stdout.log"), "w"),
-            stderr=subprocess.STDOUT)
-        deadline = time.time() + 15
-        while time.time() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.http), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.rtmp), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise SystemExit("nginx did not start:\n" + open(self.log_path).read())
-
-    def publish_url(self, name, key=PUBLISH_KEY):
-        return f"rtmp://127.0.0.1:{self.rtmp}/live/{name}?key={key}"
-
-    def stop(self):
-        stop_tree(self.proc, signal.SIGTERM)
-        self.auth.shutdown()
-        self.auth.server_close()
-
-
-def nginx_rejects_bad_key(nginx):
-    """The auth callback is really in the path: a wrong key must not get a stream through."""
-    pub = spine.publish(nginx.publish_url(f"badkey-{time.time_ns()}", key="wrong"))
-    try:
-        return pub.wait(10) != 0
-    except subprocess.TimeoutExpired:
-        return False
-    finally:
-        if pub.poll() is None:
-            pub.kill()
-            pub.wait()
-
-
-def nginx_time_to_first_segment(nginx):
-    name = f"ttfm-{time.time_ns()}"
-    base = f"http://127.0.0.1:{nginx.http}/hls/"
-    started = time.monotonic()
-    pub = spine.publish(nginx.publish_url(name))
-    try:
-        while time.monotonic() - started < FIRST_MEDIA_TIMEOUT_S:
-            status, master = spine.get(f"{base}{name}.m3u8")
-            if status == 200:
-                uris = [l for l in master.splitlines() if l and not l.startswith("#")]
-                if len(uris) == len(VARIANTS) and all(
-                        any(l and not l.startswith("#") for l in spine.get(base + u)[1].splitlines())
-                        for u in uris):
-                    return time.monotonic() - started
-            time.sleep(0.01)
-        return float("nan")
-    finally:
-        pub.terminate()
-        pub.wait()
-
-
-# ---- both servers -------------------------------------------------------------------------
-
-def measure_tree(root, url, seconds):
-    """Cores and peak RSS of the root's process tree while one source is looped into url."""
+def measure_tree(root, url, seconds, warm_up=WARM_UP_S):
+    """Cores and peak RSS of root's process tree while the source is looped into url."""
     settle(root)
-    pub = spine.publish(url, loop=True)
+    pub = common.publish(url, loop=True)
     try:
-        time.sleep(WARM_UP_S)
+        time.sleep(warm_up)
+        if pub.poll() is not None:
+            raise SystemExit(f"publisher to {url} exited with {pub.returncode}")
         t0 = time.monotonic()
         first = tree_sample(root)
         last = dict(first)
-        peak, comms = 0.0, set()
+        peak = 0.0
         while time.monotonic() - t0 < seconds:
             time.sleep(1)
             now = tree_sample(root)
             last.update(now)
             peak = max(peak, sum(rss for _, rss, _ in now.values()))
-            comms |= {f"{comm}:{pid}" for (pid, _), (_, _, comm) in now.items()}
         elapsed = time.monotonic() - t0
         # A process that started inside the window counts from zero.
         cpu = sum(c - first.get(key, (0.0,))[0] for key, (c, _, _) in last.items())
-        return cpu / elapsed, peak, comms
+        return cpu / elapsed, peak
     finally:
         pub.terminate()
         pub.wait()
 
 
-def pulse_publish_url(server):
-    stream = server.create(f"cpu-{time.time_ns()}", "default")
-    return f"{stream['rtmp_url']}/{stream['stream_key']}"
+def profile_encoder():
+    """x264 and scaler settings of pipelines/default.toml, so the floor cannot drift from them."""
+    import tomllib
+    with open(os.path.join(common.ROOT, "pipelines", "default.toml"), "rb") as f:
+        profile = tomllib.load(f)
+    return profile["encoder"], profile["scaler"], profile["rung"]
 
 
-def describe_tree(comms):
-    names = sorted(c.split(":")[0] for c in comms)
-    return " + ".join(f"{n} ×{names.count(n)}" if names.count(n) > 1 else n for n in sorted(set(names)))
+def floor_pipeline(paced, seconds=None):
+    enc, scaler, rungs = profile_encoder()
+    x264 = (f"x264enc speed-preset={enc['speed_preset']} tune={enc['tune']} key-int-max={enc['key_int_max']} "
+            f"threads={enc['threads']} ref={enc['refs']} bframes=0 vbv-buf-capacity={enc['vbv_buffer_ms']} "
+            "bitrate={kbps} ! " f"video/x-h264,profile={enc['profile']} ! h264parse ! fakesink sync=false")
+    # The 1080p rung is the passthrough copy in the server; the floor encodes the rest.
+    encoded = [(round(r["height"] * 16 / 9 / 2) * 2, r["height"], r["bitrate_kbps"]) for r in rungs if r["height"] < 1080]
+    pace = "clocksync ! " if paced else ""
+    desc = (f"filesrc location={common.SOURCE} ! flvdemux name=d d.video ! queue ! {pace}h264parse ! avdec_h264 thread-type=slice ! "
+            "videoconvert ! video/x-raw,format=I420 ! tee name=t0 ")
+    prev = "t0"
+    for i, (w, h, kbps) in enumerate(encoded):
+        desc += (f"{prev}. ! queue ! videoscale method={scaler['method']} n-threads={scaler['threads']} ! "
+                 f"video/x-raw,width={w},height={h} ! tee name=t{i + 1} ")
+        desc += f"t{i + 1}. ! queue ! {x264.format(kbps=kbps)} "
+        if scaler.get("cascade", True):
+            prev = f"t{i + 1}"
+    return desc
 
 
-def versions():
-    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
-    rtmp = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-rtmp"],
-                          capture_output=True, text=True).stdout.strip()
-    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split()[2]
-    return f"nginx {nginx} + libnginx-mod-rtmp {rtmp or '?'}, ffmpeg {ffmpeg}"
+def measure_floor(paced, seconds, warm_up):
+    """CPU-seconds per media-second of the bare pipeline. Paced: measured like the servers, over a
+    window after a warm-up. Unpaced: the whole run over the whole 60 s source."""
+    start = os.times()
+    proc = subprocess.Popen(["gst-launch-1.0", "-q", "-e"] + floor_pipeline(paced).split(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cores = None
+    try:
+        if paced:
+            time.sleep(warm_up)
+            c0, t0 = common.cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            cores = (common.cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+            proc.send_signal(2)  # -e: EOS, then exit
+        _, err = proc.communicate(timeout=MEDIA_S * 3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise SystemExit("floor pipeline did not finish")
+    if proc.returncode != 0:
+        raise SystemExit(f"floor pipeline failed: {err.decode(errors='replace')[-500:]}")
+    if cores is not None:
+        return cores
+    end = os.times()
+    return ((end.children_user - start.children_user) + (end.children_system - start.children_system)) / MEDIA_S
+
+
+def lag_from_log(path):
+    """Per-session (p50, p95) of total lag, beyond-encoder lag, and encoder delay (ms)."""
+    rows = []
+    for line in open(path, errors="replace"):
+        if "part availability lag" not in line:
+            continue
+        get = lambda k: float(m.group(1)) if (m := re.search(rf"\b{k}=([\d.]+)", line)) else float("nan")  # noqa: E731
+        rows.append({k: (get(f"{k}p50_ms"), get(f"{k}p95_ms")) for k in ("", "beyond_encoder_", "encoder_")})
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="one short run per side, for the smoke check")
     args = ap.parse_args()
-    for tool in ("ffmpeg", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found (apt-get install -y --no-install-recommends "
-                             "nginx-light libnginx-mod-rtmp ffmpeg)")
-    if not os.path.exists(RTMP_MODULE):
-        raise SystemExit(f"{RTMP_MODULE} missing (apt-get install -y --no-install-recommends libnginx-mod-rtmp)")
-    if not os.path.exists(spine.BIN):
-        raise SystemExit("build first: make release")
-    # A SIGTERM to the bench must still run the clean-up below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    spine.make_source()
-    load_before = os.getloadavg()
-    work = tempfile.mkdtemp(prefix="pulse-baseline-")
+    if args.quick:
+        args.repeats, args.seconds = 1, 2
+    common.require("ffmpeg", "gst-launch-1.0", *([] if args.quick else ["nginx"]))
+    if not args.quick and not os.path.exists(common.RTMP_MODULE):
+        raise SystemExit(f"{common.RTMP_MODULE} missing (make bench installs libnginx-mod-rtmp)")
+    common.cleanup_on_exit()
+    common.make_source()
+    machine = common.machine()
+    work = tempfile.mkdtemp(prefix="pulse-transcode-")
+    cpu = {k: [] for k in ("pulse", "nginx", "paced", "unpaced")}
+    rss = {"pulse": [], "nginx": []}
     pulse = nginx = None
     try:
-        pulse = spine.Server(work)
-        nginx = Nginx(work)
-        auth_rejects = nginx_rejects_bad_key(nginx)
-        first = {"pulse": [], "nginx": []}
-        cpu = {"pulse": [], "nginx": []}
-        rss = {"pulse": [], "nginx": []}
-        trees = {"pulse": set(), "nginx": set()}
+        pulse = PulseServer(work)
+        nginx = None if args.quick else Nginx(work)
+        # Quick: only prove the measurement path (nginx's exec ffmpeg alone takes ~6 s to start).
+        sides = ["pulse", "paced"] if args.quick else ["pulse", "nginx", "paced", "unpaced"]
         for r in range(args.repeats):
-            for side in (("pulse", "nginx") if r % 2 == 0 else ("nginx", "pulse")):
+            for side in (sides if r % 2 == 0 else sides[::-1]):
                 if side == "pulse":
-                    settle(pulse.proc.pid)
-                    first["pulse"].append(spine.time_to_first_part(pulse, "default"))
-                else:
-                    settle(nginx.proc.pid)
-                    first["nginx"].append(nginx_time_to_first_segment(nginx))
-        for r in range(args.repeats):
-            for side in (("pulse", "nginx") if r % 2 == 0 else ("nginx", "pulse")):
-                if side == "pulse":
-                    cores, peak, comms = measure_tree(pulse.proc.pid, pulse_publish_url(pulse), args.seconds)
-                else:
+                    stream = pulse.create(f"cpu-{time.time_ns()}", "default")
+                    url = f"{stream['rtmp_url']}/{stream['stream_key']}"
+                    cores, peak = measure_tree(pulse.pid, url, args.seconds, 2 if args.quick else WARM_UP_S)
+                    rss["pulse"].append(peak)
+                elif side == "nginx":
                     url = nginx.publish_url(f"cpu-{time.time_ns()}")
-                    cores, peak, comms = measure_tree(nginx.proc.pid, url, args.seconds)
+                    cores, peak = measure_tree(nginx.proc.pid, url, args.seconds, 2 if args.quick else WARM_UP_S)
+                    rss["nginx"].append(peak)
+                else:
+                    settle(pulse.pid)
+                    cores = measure_floor(side == "paced", args.seconds, 2 if args.quick else WARM_UP_S)
                 cpu[side].append(cores)
-                rss[side].append(peak)
-                trees[side] = comms  # distinct pids seen in the last window
-        auth_answers = list(nginx.auth.answers)
+        time.sleep(1)  # the last session's lag line is written when its publisher has gone
+        lags = lag_from_log(pulse.log_path)
     finally:
         if nginx:
             nginx.stop()
         if pulse:
-            stop_tree(pulse.proc, signal.SIGTERM)
+            pulse.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    bad = [k for k, v in cpu.items() if any(x != x or x <= 0 for x in v)] + \
+        [k for k in ("pulse", "paced") if not cpu[k]]
+    if bad or not lags:
+        raise SystemExit(f"measurement failed: cpu {cpu}, lag rows {len(lags)}")
     med = statistics.median
 
     def row(label, runs, fmt):
+        if not runs:
+            return
         print(f"| {label} | {format(med(runs), fmt)} | {', '.join(format(r, fmt) for r in runs)} |")
 
     def ratio_row(label, a, b):
+        if not a or not b:
+            return
         ratios = [x / y for x, y in zip(a, b)]
         print(f"| **{label}** | **{med(ratios):.2f}** | {', '.join(f'{r:.2f}' for r in ratios)} |")
 
-    print(f"### Pulse Edge vs nginx-rtmp + exec ffmpeg — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print(f"Machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-          f"{platform.platform()}, load before start {load_before[0]:.2f}  \n"
-          f"Baseline: {versions()}, config `nginx/rtmp-baseline/nginx.conf.template`  \n"
-          f"Command: `python3 bench/baseline.py --repeats {args.repeats} --seconds {args.seconds}`\n")
+    enc, scaler, _ = profile_encoder()
+    print(f"### Transcode cost and part lag, 1080p30 on the default ladder — {common.now_utc()}\n")
+    print(f"Machine: {machine}  \nBaseline: {common.versions() if nginx else 'not run (--quick)'}  \n"
+          f"x264 (all sides): {enc['speed_preset']}, tune {enc['tune']}, {enc['profile']}, ref {enc['refs']}, "
+          f"no B-frames, threads {enc['threads']}, VBV {enc['vbv_buffer_ms']} ms; scaler {scaler['method']}"
+          f"{' cascade' if scaler.get('cascade', True) else ''} (Pulse and floor)  \n"
+          f"Command: `python3 bench/transcode.py {'--quick' if args.quick else f'--repeats {args.repeats} --seconds {args.seconds}'}`\n")
     print("| figure | median | runs |\n|---|---|---|")
-    row("time to first playable media, Pulse Edge `default`: first part in every rendition (s)", first["pulse"], ".2f")
-    row("time to first playable media, nginx-rtmp ladder: first segment in every variant (s)", first["nginx"], ".2f")
-    ratio_row("ratio Pulse / nginx, time to first media", first["pulse"], first["nginx"])
-    row(f"server CPU, 1080p30, {args.seconds} s window, Pulse Edge tree (cores)", cpu["pulse"], ".3f")
-    row(f"server CPU, 1080p30, {args.seconds} s window, nginx + ffmpeg tree (cores)", cpu["nginx"], ".3f")
-    ratio_row("ratio Pulse / nginx, CPU", cpu["pulse"], cpu["nginx"])
-    row("server RSS peak, Pulse Edge tree (MiB)", rss["pulse"], ".0f")
-    row("server RSS peak, nginx + ffmpeg tree (MiB)", rss["nginx"], ".0f")
-    ratio_row("ratio Pulse / nginx, RSS", rss["pulse"], rss["nginx"])
-    print(f"\nProcess trees measured: Pulse Edge = {describe_tree(trees['pulse'])}; "
-          f"nginx = {describe_tree(trees['nginx'])}.  ")
-    print(f"nginx `on_publish` answers: {len(auth_answers)} "
-          f"({auth_answers.count(200)} × 200, {auth_answers.count(403)} × 403); "
-          f"publish with a wrong key refused: {'yes' if auth_rejects else 'NO'}.")
+    row("Pulse Edge server tree (cores)", cpu["pulse"], ".3f")
+    row("nginx-rtmp + exec ffmpeg tree (cores)", cpu["nginx"], ".3f")
+    row("floor, paced to real time (CPU-s per media-s)", cpu["paced"], ".3f")
+    if cpu["unpaced"]:
+        row("floor, unpaced (CPU-s per media-s)", cpu["unpaced"], ".3f")
+    ratio_row("Pulse / nginx (target ≤ 0.8)", cpu["pulse"], cpu["nginx"])
+    ratio_row("Pulse / paced floor (target ≤ 1.05)", cpu["pulse"], cpu["paced"])
+    if cpu["unpaced"]:
+        ratio_row("Pulse / unpaced floor", cpu["pulse"], cpu["unpaced"])
+    row("Pulse Edge RSS peak (MiB)", rss["pulse"], ".0f")
+    row("nginx + ffmpeg RSS peak (MiB)", rss["nginx"], ".0f")
+    ratio_row("Pulse / nginx, RSS", rss["pulse"], rss["nginx"])
+    for key, label in (("", "total"), ("encoder_", "x264's own delay"), ("beyond_encoder_", "beyond the encoder")):
+        p50 = [r[key][0] for r in lags]
+        p95 = [r[key][1] for r in lags]
+        print(f"| part availability lag, {label}: p50 / p95 per session (ms) | {med(p50):.0f} / {med(p95):.0f} | "
+              f"{'; '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(p50, p95))} |")
+    print("\nLag target: p95 beyond the encoder ≤ 50 ms. Lag rows are per Pulse session (one per CPU run), "
+          "over every rendition's parts (the 1080p copy has no encoder share).")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,15 @@
-// Runs inside the harness page (served by play.mjs next to hls.min.js).
+// Runs inside the harness page (served by play.mjs next to hls.min.js and page-common.js).
 // All observation happens here so that sample timing does not depend on the
 // CDP round-trip; play.mjs only starts it and collects window.harnessReport().
 'use strict';
 
 (function () {
-  const state = {
-    startedAt: 0,
-    levels: [],
-    levelSwitches: [],
-    errors: [],
-    samples: [],
-    stalls: [],
-    playlist: null,
-    fragsLoaded: 0,
-    partsLoaded: 0,
-    rvfcFrames: 0,
-    firstFrameAt: null,
-    firstPlayingAt: null,
-    events: [],
-    startError: null,
-  };
+  const helpers = window.harnessPageHelpers({ fragsLoaded: 0, partsLoaded: 0, rvfcFrames: 0, events: [] });
+  const { state, now, round, watchStalls } = helpers;
   let hls = null;
   let video = null;
-  let openStall = null;
-
-  const now = () => (performance.now() - state.startedAt) / 1000;
-  const round = (x, digits = 3) =>
-    typeof x === 'number' && Number.isFinite(x) ? Number(x.toFixed(digits)) : null;
+  const quality = () => helpers.quality(video);
+  const bufferAhead = () => helpers.bufferAhead(video);
 
   function bufferedRanges() {
     const ranges = [];
@@ -34,24 +17,6 @@
       ranges.push([round(video.buffered.start(i)), round(video.buffered.end(i))]);
     }
     return ranges;
-  }
-
-  function bufferAhead() {
-    const t = video.currentTime;
-    for (let i = 0; i < video.buffered.length; i++) {
-      if (video.buffered.start(i) <= t + 0.1 && t <= video.buffered.end(i)) {
-        return round(video.buffered.end(i) - t);
-      }
-    }
-    return 0;
-  }
-
-  function quality() {
-    const q = typeof video.getVideoPlaybackQuality === 'function' ? video.getVideoPlaybackQuality() : null;
-    return {
-      totalVideoFrames: q ? q.totalVideoFrames : null,
-      droppedVideoFrames: q ? q.droppedVideoFrames : null,
-    };
   }
 
   function playingDateLatency() {
@@ -162,29 +127,7 @@
   }
 
   function watchVideo() {
-    video.addEventListener('waiting', () => {
-      if (openStall) return;
-      // A 'waiting' before the first 'playing' is startup, not a rebuffer.
-      openStall = {
-        t: round(now()),
-        currentTime: round(video.currentTime),
-        duration: null,
-        startup: state.firstPlayingAt === null,
-      };
-      state.stalls.push(openStall);
-    });
-    const endStall = () => {
-      if (!openStall) return;
-      openStall.duration = round(now() - openStall.t);
-      openStall = null;
-    };
-    video.addEventListener('playing', () => {
-      if (state.firstPlayingAt === null) state.firstPlayingAt = round(now());
-      endStall();
-    });
-    video.addEventListener('timeupdate', () => {
-      if (openStall && video.currentTime > openStall.currentTime + 0.05) endStall();
-    });
+    watchStalls(video);
     for (const name of ['playing', 'ended', 'error', 'loadedmetadata']) {
       video.addEventListener(name, () => {
         state.events.push({ t: round(now()), event: name });
@@ -228,25 +171,19 @@
 
   window.harnessReport = function () {
     sample();
-    if (openStall) openStall.duration = round(now() - openStall.t);
-    const q = quality();
-    return {
-      ...state,
-      hlsVersion: window.Hls ? window.Hls.version : null,
-      final: {
-        currentTime: round(video.currentTime),
-        paused: video.paused,
-        ended: video.ended,
-        readyState: video.readyState,
-        videoWidth: video.videoWidth,
-        videoHeight: video.videoHeight,
-        totalVideoFrames: q.totalVideoFrames,
-        droppedVideoFrames: q.droppedVideoFrames,
-        videoDecodedBytes: typeof video.webkitVideoDecodedByteCount === 'number' ? video.webkitVideoDecodedByteCount : null,
-        audioDecodedBytes: typeof video.webkitAudioDecodedByteCount === 'number' ? video.webkitAudioDecodedByteCount : null,
-        mediaError: video.error ? { code: video.error.code, message: video.error.message } : null,
-      },
-    };
+    return helpers.report(video, (q) => ({
+      currentTime: round(video.currentTime),
+      paused: video.paused,
+      ended: video.ended,
+      readyState: video.readyState,
+      videoWidth: video.videoWidth,
+      videoHeight: video.videoHeight,
+      totalVideoFrames: q.totalVideoFrames,
+      droppedVideoFrames: q.droppedVideoFrames,
+      videoDecodedBytes: typeof video.webkitVideoDecodedByteCount === 'number' ? video.webkitVideoDecodedByteCount : null,
+      audioDecodedBytes: typeof video.webkitAudioDecodedByteCount === 'number' ? video.webkitAudioDecodedByteCount : null,
+      mediaError: video.error ? { code: video.error.code, message: video.error.message } : null,
+    }));
   };
 
   window.harnessCodecSupport = function () {
