@@ -52,6 +52,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub hls: HlsConfig,
     pub playback: PlaybackConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,6 +95,54 @@ pub struct PlaybackConfig {
     pub token_leeway_secs: u64,
 }
 
+/// Who decides whether a publish is allowed.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `embedded` (our store) or `http` (the operator's control plane).
+    pub mode: String,
+    /// `http` mode: the URL every publish is POSTed to.
+    pub url: String,
+    /// `http` mode: the HMAC-SHA256 key the request body is signed with.
+    pub secret: String,
+    /// `http` mode: no answer within this denies the publish (fail closed).
+    pub timeout_ms: u64,
+    /// `http` mode: how long an allow is reused while the control plane is
+    /// down (timeout, unreachable, 5xx). 0 = never.
+    pub cache_ttl_secs: u64,
+    /// Failed publish attempts allowed per client address per minute, after the burst.
+    pub failed_attempts_per_minute: u32,
+    pub failed_attempts_burst: u32,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field("url", &self.url)
+            .field("secret", &if self.secret.is_empty() { "" } else { "<redacted>" })
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("failed_attempts_per_minute", &self.failed_attempts_per_minute)
+            .field("failed_attempts_burst", &self.failed_attempts_burst)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "embedded".into(),
+            url: String::new(),
+            secret: String::new(),
+            timeout_ms: 2000,
+            cache_ttl_secs: 0,
+            failed_attempts_per_minute: 10,
+            failed_attempts_burst: 10,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -106,6 +155,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
             playback: PlaybackConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -208,6 +258,37 @@ impl Config {
         if h.key_rotation_segments == 0 {
             return Err(ConfigError::Invalid(
                 "hls.key_rotation_segments must be at least 1".into(),
+            ));
+        }
+        let a = &self.auth;
+        match a.mode.as_str() {
+            "embedded" => {}
+            "http" => {
+                if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid(
+                        "auth.mode = \"http\" needs auth.url (http:// or https://)".into(),
+                    ));
+                }
+                if a.secret.len() < 16 {
+                    return Err(ConfigError::Invalid(
+                        "auth.mode = \"http\" needs auth.secret of at least 16 characters (the HMAC key)".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.mode {other:?} is not one of \"embedded\", \"http\""
+                )))
+            }
+        }
+        if a.timeout_ms == 0 || a.timeout_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "auth.timeout_ms must be between 1 and 60000".into(),
+            ));
+        }
+        if a.failed_attempts_per_minute == 0 || a.failed_attempts_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.failed_attempts_per_minute and auth.failed_attempts_burst must be at least 1".into(),
             ));
         }
         if !self.public_url.is_empty() && !self.public_url.starts_with("http") {
@@ -336,6 +417,32 @@ mod tests {
         assert!(!c.hls.encrypt);
         assert_eq!(c.public_http_base(), "https://edge.example.com");
         assert_eq!(c.public_rtmp_base(), "rtmp://edge.example.com:19350/live");
+    }
+
+    #[test]
+    fn http_auth_needs_a_url_and_a_secret_and_never_prints_the_secret() {
+        let err = Config::from_layers(None, &env(&[("PULSE_AUTH_MODE", "http")])).expect_err("no url");
+        assert!(err.to_string().contains("auth.url"), "{err}");
+        let err = Config::from_layers(
+            None,
+            &env(&[("PULSE_AUTH_MODE", "http"), ("PULSE_AUTH_URL", "http://cp.local/auth")]),
+        )
+        .expect_err("no secret");
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let err = Config::from_layers(None, &env(&[("PULSE_AUTH_MODE", "ldap")])).expect_err("bad mode");
+        assert!(err.to_string().contains("ldap"), "{err}");
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_AUTH_MODE", "http"),
+                ("PULSE_AUTH_URL", "https://cp.local/auth"),
+                ("PULSE_AUTH_SECRET", "a-long-shared-secret-value"),
+                ("PULSE_AUTH_CACHE_TTL_SECS", "30"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.auth.cache_ttl_secs, 30);
+        assert!(!format!("{c:?}").contains("a-long-shared-secret-value"));
     }
 
     #[test]

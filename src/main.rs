@@ -1,5 +1,7 @@
 //! `pulse-edge`: RTMP in, encrypted LL-HLS ladder out.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pulse_edge::config::Config;
-use pulse_edge::control::{self, EventBus, PlaybackTokens, PublishController, PublishSettings, Store};
+use pulse_edge::control::{
+    self, ControlStore, EventBus, PlaybackTokens, PublishController, PublishSettings, SqliteStore,
+};
 use pulse_edge::{delivery, hls, ingest, media, storage};
 
 #[derive(Parser)]
@@ -30,31 +34,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
-    /// Manage streams.
-    Stream {
-        #[command(subcommand)]
-        command: StreamCommand,
-    },
-    /// Print a signed master playlist URL for a stream.
-    Token {
-        #[arg(long)]
-        stream: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u64,
-    },
-}
-
-#[derive(Subcommand)]
-enum StreamCommand {
-    /// Create a stream; prints one JSON object with its key (shown only now).
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Ladder profile (a file in the pipelines directory, without .toml).
-        #[arg(long)]
-        profile: Option<String>,
-    },
+    #[command(flatten)]
+    Local(cli::LocalCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,16 +58,20 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
-            Command::Stream {
-                command: StreamCommand::Create { name, profile },
-            } => create_stream(&config, &name, profile.as_deref()).await,
-            Command::Token { stream, ttl } => print_token(&config, &stream, ttl).await,
+            Command::Local(command) => cli::run(&config, command).await,
         }
     })
 }
 
-fn playback_url(config: &Config, tokens: &PlaybackTokens, stream_id: &str, ttl: Duration) -> anyhow::Result<String> {
-    let token = tokens.mint(stream_id, ttl, None)?;
+/// A signed master playlist URL, minted as the app's tokens are.
+fn playback_url(
+    config: &Config,
+    tokens: &PlaybackTokens,
+    app_id: &str,
+    stream_id: &str,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let token = tokens.mint_for_app(app_id, stream_id, ttl, None)?;
     Ok(format!(
         "{}/live/{stream_id}/master.m3u8?token={token}",
         config.public_http_base()
@@ -100,10 +85,10 @@ fn tokens_for(config: &Config) -> anyhow::Result<PlaybackTokens> {
     )?)
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    Ok(Store::open(&config.db_path()).await?)
+    Ok(SqliteStore::open(&config.db_path()).await?)
 }
 
 fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
@@ -115,40 +100,6 @@ fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
             config.pipelines_dir.display()
         );
     }
-    Ok(())
-}
-
-async fn create_stream(config: &Config, name: &str, profile: Option<&str>) -> anyhow::Result<()> {
-    if let Some(profile) = profile {
-        check_profile(config, profile)?;
-    }
-    let store = open_store(config).await?;
-    let tokens = tokens_for(config)?;
-    let (stream, key) = store.create_stream(name, profile).await?;
-    let ttl = Duration::from_secs(config.playback.default_token_ttl_secs);
-    let out = serde_json::json!({
-        "id": stream.id,
-        "name": stream.name,
-        "profile": stream.profile,
-        "stream_key": key,
-        "rtmp_url": config.public_rtmp_base(),
-        "playback_url": playback_url(config, &tokens, &stream.id, ttl)?,
-    });
-    println!("{out}");
-    store.close().await;
-    Ok(())
-}
-
-async fn print_token(config: &Config, stream_id: &str, ttl: u64) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
-    if store.stream(stream_id).await?.is_none() {
-        bail!("no stream with id {stream_id:?}");
-    }
-    store.close().await;
-    println!(
-        "{}",
-        playback_url(config, &tokens_for(config)?, stream_id, Duration::from_secs(ttl))?
-    );
     Ok(())
 }
 
@@ -174,6 +125,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let store = open_store(&config).await?;
     let tokens = tokens_for(&config)?;
+    tokens.reload(&store).await.context("loading playback keys")?;
+    tokio::spawn(reload_playback_keys(tokens.clone(), store.clone()));
     let events = EventBus::default();
     tokio::spawn(control::events::log_events(events.subscribe()));
 
@@ -192,7 +145,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         object_store,
     );
     let controller = PublishController::new(
-        store.clone(),
+        authorizer(&config, &store)?,
+        control::gate::FailureLimiter::new(control::gate::LimiterSettings {
+            failures_per_minute: config.auth.failed_attempts_per_minute,
+            burst: config.auth.failed_attempts_burst,
+            ..control::gate::LimiterSettings::default()
+        }),
         packagers.clone(),
         Arc::new(profiles),
         PublishSettings {
@@ -205,6 +163,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),
         },
         events.clone(),
+        tokens.clone(),
     );
 
     let shutdown = CancellationToken::new();
@@ -223,11 +182,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
     tracing::info!(rtmp = %rtmp.local_addr(), http = %config.http.listen, "pulse-edge listening");
 
-    if store.count_streams().await? == 0 {
-        let (stream, key) = store.create_stream("demo", None).await?;
+    if config.auth.mode == "embedded" && store.count_streams().await? == 0 {
+        let (stream, key) = store
+            .create_stream(
+                control::model::DEFAULT_APP_ID,
+                control::model::NewStream {
+                    name: "demo".into(),
+                    profile: None,
+                },
+            )
+            .await?;
         let url = playback_url(
             &config,
             &tokens,
+            &stream.app_id,
             &stream.id,
             Duration::from_secs(config.playback.default_token_ttl_secs),
         )?;
@@ -266,6 +234,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await;
     store.close().await;
     Ok(())
+}
+
+/// The embedded store, or the operator's control plane (`auth.mode = "http"`).
+fn authorizer(config: &Config, store: &SqliteStore) -> anyhow::Result<Arc<dyn control::gate::PublishAuthorizer>> {
+    if config.auth.mode != "http" {
+        return Ok(Arc::new(control::gate::EmbeddedAuthorizer::new(Arc::new(
+            store.clone(),
+        ))));
+    }
+    let http = control::gate::HttpAuthorizer::new(control::gate::HttpAuthSettings {
+        url: config.auth.url.clone(),
+        secret: config.auth.secret.clone(),
+        timeout: Duration::from_millis(config.auth.timeout_ms),
+        cache_ttl: Duration::from_secs(config.auth.cache_ttl_secs),
+    })
+    .context("building the auth callback client")?;
+    tracing::info!(url = %config.auth.url, timeout_ms = config.auth.timeout_ms, cache_ttl_secs = config.auth.cache_ttl_secs, "publishes are authorised by the external control plane");
+    Ok(Arc::new(http))
+}
+
+/// Picks up playback keys added or deleted by the CLI (another process);
+/// the admin API reloads at once after its own changes.
+async fn reload_playback_keys(tokens: PlaybackTokens, store: SqliteStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = tokens.reload(&store).await {
+            tracing::warn!(error = %e, "reloading playback keys failed; keeping the previous set");
+        }
+    }
 }
 
 async fn wait_for_signal() {

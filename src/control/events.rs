@@ -41,6 +41,8 @@ pub enum LifecycleEvent {
         stream_key_prefix: String,
         protocol: &'static str,
         client: SocketAddr,
+        /// Stable label (`unknown_key`, `rate_limited`, …), for metrics.
+        code: &'static str,
         reason: String,
     },
     Idle {
@@ -98,9 +100,10 @@ pub async fn log_events(mut rx: broadcast::Receiver<LifecycleEvent>) {
                 stream_key_prefix,
                 protocol,
                 client,
+                code,
                 reason,
             }) => {
-                tracing::warn!(key = stream_key_prefix, protocol, %client, %reason, "publish rejected")
+                tracing::warn!(key = stream_key_prefix, protocol, %client, code, %reason, "publish rejected")
             }
             Ok(event) => tracing::info!(?event, "lifecycle"),
             Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "event log lagged"),

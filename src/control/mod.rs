@@ -2,12 +2,16 @@
 //! wiring, playback tokens and the lifecycle event bus.
 
 pub mod events;
+pub mod gate;
 pub mod keys;
+pub mod live;
+pub mod model;
 pub mod publish;
 pub mod store;
 pub mod tokens;
 
 pub use events::{EventBus, LifecycleEvent};
+pub use model::Stream;
 pub use publish::{PublishController, PublishSettings};
-pub use store::{Store, StoreError, Stream};
+pub use store::{ControlStore, SqliteStore, StoreError};
 pub use tokens::{PlaybackClaims, PlaybackTokens, TokenError, TokenRejection};

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::events::{EventBus, LifecycleEvent};
+use super::gate::{AuthDenial, Authorization, DenyReason, FailureLimiter, LadderChoice, PublishAuthorizer};
 use super::keys::redact_stream_key;
-use super::store::Store;
-use crate::hls::Packagers;
-use crate::ingest::{PublishGate, PublishRejection, PublishRequest, PublishSession, RejectCode};
+use crate::hls::{Packagers, StreamOptions};
+use crate::ingest::{PublishGate, PublishRejection, PublishRequest, PublishSession};
 use crate::media::{self, LadderProfile, LadderSettings};
 
 /// Media packets queued between ingest and the ladder; beyond this the
@@ -40,17 +40,22 @@ pub struct PublishSettings {
 
 struct ActivePublish {
     session: u64,
+    app_id: String,
     kicked: CancellationToken,
     /// Set right after the session task is spawned.
     task: Option<JoinHandle<()>>,
 }
 
 pub struct PublishController {
-    store: Store,
+    authorizer: Arc<dyn PublishAuthorizer>,
+    limiter: FailureLimiter,
     packagers: Packagers,
     profiles: Arc<BTreeMap<String, LadderProfile>>,
     settings: PublishSettings,
     events: EventBus,
+    /// Told which app each accepted stream belongs to, so that tokens signed
+    /// by an app's own keys open only that app's streams.
+    playback: super::PlaybackTokens,
     active: Mutex<HashMap<String, ActivePublish>>,
     idle_timers: Mutex<HashMap<String, JoinHandle<()>>>,
     next_session: AtomicU64,
@@ -58,18 +63,22 @@ pub struct PublishController {
 
 impl PublishController {
     pub fn new(
-        store: Store,
+        authorizer: Arc<dyn PublishAuthorizer>,
+        limiter: FailureLimiter,
         packagers: Packagers,
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: PublishSettings,
         events: EventBus,
+        playback: super::PlaybackTokens,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            authorizer,
+            limiter,
             packagers,
             profiles,
             settings,
             events,
+            playback,
             active: Mutex::new(HashMap::new()),
             idle_timers: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
@@ -86,60 +95,85 @@ impl PublishController {
         self.active.lock().get(stream_id).map(|a| a.kicked.cancel()).is_some()
     }
 
-    async fn authorise(
-        &self,
-        request: &PublishRequest,
-    ) -> Result<(crate::control::Stream, LadderProfile), PublishRejection> {
-        let stream = match self.store.stream_by_key(&request.stream_key).await {
-            Ok(Some(stream)) if stream.enabled => stream,
-            Ok(Some(_)) => return Err(reject(RejectCode::BadName, "stream is disabled")),
-            Ok(None) => return Err(reject(RejectCode::BadName, "unknown stream key")),
-            Err(e) => {
-                tracing::error!(error = %e, "store unavailable during publish");
-                return Err(reject(RejectCode::Rejected, "control plane unavailable, try again"));
+    /// The authorizer's answer, behind the failed-attempt throttle, with
+    /// the ladder resolved.
+    async fn authorise(&self, request: &PublishRequest) -> Result<(Authorization, LadderProfile), AuthDenial> {
+        let ip = request.client_addr.ip();
+        if !self.limiter.admits(ip, &request.stream_key) {
+            return Err(AuthDenial::new(
+                DenyReason::RateLimited,
+                "too many failed publish attempts from this address, try again later",
+            ));
+        }
+        let granted = match self.authorizer.authorize(request).await {
+            Ok(granted) => granted,
+            Err(denial) => {
+                if denial.reason.is_failed_attempt() {
+                    self.limiter.record_failure(ip);
+                }
+                return Err(denial);
             }
         };
-        let name = stream
-            .profile
-            .clone()
-            .unwrap_or_else(|| self.settings.default_profile.clone());
-        let Some(profile) = self.profiles.get(&name).cloned() else {
-            tracing::error!(
-                stream_id = stream.id,
-                profile = name,
-                "stream names a profile that is not loaded"
-            );
-            return Err(reject(
-                RejectCode::Rejected,
-                &format!("profile {name:?} is not configured on this server"),
-            ));
+        self.limiter.record_success(ip, &request.stream_key);
+        let profile = match &granted.ladder {
+            LadderChoice::Custom(toml) => LadderProfile::from_toml(toml).map_err(|e| {
+                tracing::error!(stream_id = granted.stream_id, app_id = granted.app_id, error = %e, "the app's custom ladder does not load");
+                AuthDenial::new(DenyReason::BadProfile, "the app's ladder is not valid on this server")
+            })?,
+            choice => {
+                let name = match choice {
+                    LadderChoice::Profile(name) => name.as_str(),
+                    _ => self.settings.default_profile.as_str(),
+                };
+                self.profiles.get(name).cloned().ok_or_else(|| {
+                    tracing::error!(stream_id = granted.stream_id, profile = name, "stream names a profile that is not loaded");
+                    AuthDenial::new(DenyReason::BadProfile, format!("profile {name:?} is not configured on this server"))
+                })?
+            }
         };
-        Ok((stream, profile))
+        Ok((granted, profile))
     }
 
     async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
-        let (stream, profile) = match self.authorise(&request).await {
-            Ok(ok) => ok,
-            Err(rejection) => {
-                self.events.publish(LifecycleEvent::Rejected {
-                    stream_key_prefix: redact_stream_key(&request.stream_key),
-                    protocol: request.protocol,
-                    client: request.client_addr,
-                    reason: rejection.description.clone(),
-                });
-                return Err(rejection);
+        let rejected = |denial: AuthDenial| {
+            self.events.publish(LifecycleEvent::Rejected {
+                stream_key_prefix: redact_stream_key(&request.stream_key),
+                protocol: request.protocol,
+                client: request.client_addr,
+                code: denial.reason.as_str(),
+                reason: denial.message.clone(),
+            });
+            PublishRejection {
+                code: denial.reason.reject_code(),
+                description: denial.message,
             }
         };
-        let stream_id = stream.id.clone();
+        let (granted, profile) = match self.authorise(&request).await {
+            Ok(ok) => ok,
+            Err(denial) => return Err(rejected(denial)),
+        };
+        let stream_id = granted.stream_id.clone();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = CancellationToken::new();
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
 
-        if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
-            timer.abort();
-        }
         let previous = {
             let mut active = self.active.lock();
+            if let Some(max) = granted.max_streams {
+                // Checked under the lock so two publishes cannot both take the
+                // last slot; a takeover replaces its own stream and is not counted.
+                let others = active
+                    .iter()
+                    .filter(|(id, a)| a.app_id == granted.app_id && **id != stream_id)
+                    .count();
+                if others >= max as usize {
+                    drop(active);
+                    return Err(rejected(AuthDenial::new(
+                        DenyReason::AppStreamLimit,
+                        format!("the app already has its maximum of {max} live streams"),
+                    )));
+                }
+            }
             let previous = active.remove(&stream_id);
             if let Some(old) = &previous {
                 old.kicked.cancel();
@@ -148,12 +182,17 @@ impl PublishController {
                 stream_id.clone(),
                 ActivePublish {
                     session,
+                    app_id: granted.app_id.clone(),
                     kicked: kicked.clone(),
                     task: None,
                 },
             );
             previous
         };
+        if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
+            timer.abort();
+        }
+        self.playback.bind_stream(&stream_id, &granted.app_id);
         if let Some(old) = &previous {
             self.events.publish(LifecycleEvent::Takeover {
                 stream_id: stream_id.clone(),
@@ -168,7 +207,11 @@ impl PublishController {
             session,
         });
 
-        let span = tracing::info_span!("stream", stream_id = %stream_id, session, protocol = request.protocol, app = %request.app);
+        let span = tracing::info_span!("stream", stream_id = %stream_id, app_id = %granted.app_id, session, protocol = request.protocol, app = %request.app);
+        let options = StreamOptions {
+            encrypt: granted.encrypt,
+            key_rotation_segments: granted.key_rotation_segments,
+        };
         let this = self.clone();
         let task_kicked = kicked.clone();
         let task = tokio::spawn(
@@ -179,18 +222,18 @@ impl PublishController {
                         tracing::warn!("previous session did not stop within the takeover grace period");
                     }
                 }
-                this.run_session(stream_id, session, profile, media_rx, task_kicked)
+                this.run_session(stream_id, session, profile, options, media_rx, task_kicked)
                     .await;
             }
             .instrument(span),
         );
-        if let Some(entry) = self.active.lock().get_mut(&stream.id) {
+        if let Some(entry) = self.active.lock().get_mut(&granted.stream_id) {
             if entry.session == session {
                 entry.task = Some(task);
             }
         }
         Ok(PublishSession {
-            stream_id: stream.id,
+            stream_id: granted.stream_id,
             media: media_tx,
             kicked,
         })
@@ -201,10 +244,11 @@ impl PublishController {
         stream_id: String,
         session: u64,
         profile: LadderProfile,
+        options: StreamOptions,
         media_rx: mpsc::Receiver<crate::ingest::MediaPacket>,
         kicked: CancellationToken,
     ) {
-        let packager = self.packagers.stream(&stream_id);
+        let packager = self.packagers.stream_with(&stream_id, options);
         // Continue the stream's timeline (plus a margin for the gap) so that
         // timestamps never run backwards across a reconnect or takeover.
         let timeline_offset = match packager.timeline_end() {
@@ -325,13 +369,6 @@ impl PublishController {
         for active in self.active.lock().values() {
             active.kicked.cancel();
         }
-    }
-}
-
-fn reject(code: RejectCode, description: &str) -> PublishRejection {
-    PublishRejection {
-        code,
-        description: description.to_owned(),
     }
 }
 

@@ -40,6 +40,7 @@ impl DeliveryError {
             DeliveryError::Token(TokenRejection::Expired) => "token_expired",
             DeliveryError::Token(TokenRejection::NotYetValid) => "token_not_yet_valid",
             DeliveryError::Token(TokenRejection::WrongStream) => "token_wrong_stream",
+            DeliveryError::Token(TokenRejection::UnknownKey) => "token_unknown_key",
             DeliveryError::Hls(HlsError::BadRequest(_)) | DeliveryError::BadRequest(_) => "bad_request",
             DeliveryError::Hls(HlsError::Unavailable(_)) => "unavailable",
             DeliveryError::Hls(_) | DeliveryError::NotFound => "not_found",

@@ -26,7 +26,7 @@ mod tests;
 pub use blocking::{PlaylistRequest, SkipRequest};
 pub use error::HlsError;
 pub use lag::LagSummary;
-pub use registry::Packagers;
+pub use registry::{Packagers, StreamOptions};
 pub use rendition::RenditionStats;
 pub use settings::HlsSettings;
 pub use stream::{StreamPackager, StreamStats};

@@ -17,6 +17,28 @@ pub struct Packagers {
     streams: Arc<RwLock<HashMap<String, Arc<StreamPackager>>>>,
 }
 
+/// Per-stream choices over the shared [`HlsSettings`] (an app's settings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    pub encrypt: Option<bool>,
+    pub key_rotation_segments: Option<u64>,
+}
+
+impl StreamOptions {
+    fn apply(self, shared: &Arc<HlsSettings>) -> Arc<HlsSettings> {
+        let encrypt = self.encrypt.unwrap_or(shared.encrypt);
+        let key_rotation_segments = self.key_rotation_segments.unwrap_or(shared.key_rotation_segments);
+        if encrypt == shared.encrypt && key_rotation_segments == shared.key_rotation_segments {
+            return shared.clone();
+        }
+        Arc::new(HlsSettings {
+            encrypt,
+            key_rotation_segments,
+            ..(**shared).clone()
+        })
+    }
+}
+
 impl Packagers {
     /// Must be called inside a tokio runtime (it starts the store writer task).
     pub fn new(settings: HlsSettings, store: Arc<dyn ObjectStore>) -> Self {
@@ -34,9 +56,17 @@ impl Packagers {
 
     /// The stream's packager, created on first use.
     pub fn stream(&self, stream_id: &str) -> Arc<StreamPackager> {
+        self.stream_with(stream_id, StreamOptions::default())
+    }
+
+    /// The stream's packager, created on first use with `options` over the
+    /// shared settings. An existing packager keeps the options it was made
+    /// with: a reconnecting publisher continues the same encrypted timeline.
+    pub fn stream_with(&self, stream_id: &str, options: StreamOptions) -> Arc<StreamPackager> {
         if let Some(existing) = self.get(stream_id) {
             return existing;
         }
+        let settings = options.apply(&self.settings);
         self.streams
             .write()
             .entry(stream_id.to_string())
@@ -45,7 +75,7 @@ impl Packagers {
                 Arc::new_cyclic(|this| {
                     StreamPackager::new(
                         stream_id.to_string(),
-                        self.settings.clone(),
+                        settings.clone(),
                         self.writer.clone(),
                         this.clone(),
                     )

@@ -120,6 +120,14 @@ fn default_audio_bitrate_kbps() -> u32 {
 }
 
 impl LadderProfile {
+    /// Parses and validates a profile given as TOML text (an app's custom
+    /// ladder); the error is a message for whoever sent the text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let profile: Self = toml::from_str(text).map_err(|e| format!("ladder is not valid: {}", e.message()))?;
+        profile.validate()?;
+        Ok(profile)
+    }
+
     /// Checks what serde cannot; element property values (preset names, …)
     /// are checked against GStreamer when a ladder is built.
     pub fn validate(&self) -> Result<(), String> {

@@ -448,3 +448,20 @@ pub fn read_dir_names(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+impl Server {
+    /// `stream create` in an app (id or name).
+    pub fn create_stream_in(&self, app: &str, name: &str, profile: Option<&str>) -> StreamInfo {
+        let mut args = vec!["stream", "create", "--app", app, "--name", name];
+        if let Some(p) = profile {
+            args.extend(["--profile", p]);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "stream create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stream create prints one JSON object")
+    }
+}

@@ -1,5 +1,11 @@
-//! Signed playback URLs: HS256 JWTs with `sub` = stream id. The secret lives in
-//! the data dir, so the CLI and the running server sign and verify alike.
+//! Signed playback URLs: JWTs with `sub` = stream id.
+//!
+//! Two kinds of key sign them. The server's own HS256 secret lives in the
+//! data dir, so the CLI and the running server sign and verify alike; its
+//! tokens carry no `kid` and are good for any stream. An app's playback keys
+//! (a server-held HS256 secret, or the app's RS256/ES256 public key, so that
+//! the app's backend signs without calling us) are named by the token's `kid`
+//! and are good only for that app's streams.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,7 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+
+mod ring;
+#[cfg(test)]
+mod tests;
+
+use crate::control::{ControlStore, StoreError};
+use ring::KeyRing;
 use serde::{Deserialize, Serialize};
 
 const SECRET_FILE: &str = "playback-signing.key";
@@ -42,6 +55,8 @@ pub enum TokenRejection {
     NotYetValid,
     #[error("playback token is for another stream")]
     WrongStream,
+    #[error("playback token names an unknown key")]
+    UnknownKey,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +81,10 @@ pub struct PlaybackTokens {
     validation: Arc<Validation>,
     leeway: u64,
     verified: Arc<VerifiedTokens>,
+    ring: Arc<RwLock<KeyRing>>,
+    /// Which app each stream served here belongs to, as told at publish
+    /// time: a token under an app's key is good only for that app's streams.
+    stream_apps: Arc<RwLock<HashMap<String, String>>>,
 }
 
 /// Tokens whose signature and claims already checked out, by their exact
@@ -78,7 +97,14 @@ pub struct PlaybackTokens {
 /// of recent viewers; it is emptied when full rather than tracking age.
 #[derive(Default)]
 struct VerifiedTokens {
-    tokens: Mutex<HashMap<Box<str>, Arc<PlaybackClaims>>>,
+    tokens: Mutex<HashMap<Box<str>, Arc<Verified>>>,
+}
+
+/// A token that checked out, and the app whose key signed it (`None`: the
+/// server's own key).
+struct Verified {
+    claims: PlaybackClaims,
+    app_id: Option<String>,
 }
 
 const VERIFIED_TOKENS_MAX: usize = 16_384;
@@ -132,6 +158,8 @@ impl PlaybackTokens {
             validation: Arc::new(validation),
             leeway: leeway.as_secs(),
             verified: Arc::default(),
+            ring: Arc::default(),
+            stream_apps: Arc::default(),
         }
     }
 
@@ -151,9 +179,78 @@ impl PlaybackTokens {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(TokenError::Sign)
     }
 
+    /// Mints a token for a stream of `app_id`: signed with the app's newest
+    /// HS256 playback key (its `kid` in the header) when it has one, else
+    /// with the server's own key.
+    pub fn mint_for_app(
+        &self,
+        app_id: &str,
+        stream_id: &str,
+        ttl: Duration,
+        sid: Option<String>,
+    ) -> Result<String, TokenError> {
+        let now = unix_now();
+        let claims = PlaybackClaims {
+            sub: stream_id.to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            nbf: None,
+            sid,
+        };
+        let ring = self.ring.read();
+        match ring.minting.get(app_id) {
+            Some((kid, key)) => {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some(kid.clone());
+                jsonwebtoken::encode(&header, &claims, key).map_err(TokenError::Sign)
+            }
+            None => self.mint_claims(&claims),
+        }
+    }
+
+    /// Re-reads the apps' playback keys from the store; call after adding or
+    /// deleting one. Tokens signed with a deleted key stop working at once.
+    pub async fn reload(&self, store: &dyn ControlStore) -> Result<(), StoreError> {
+        self.install(store.verification_keys().await?);
+        Ok(())
+    }
+
+    fn install(&self, mut keys: Vec<crate::control::model::VerificationKey>) {
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        let ring = KeyRing::build(&keys, &self.validation);
+        let changed = {
+            let old = self.ring.read();
+            old.keys.len() != ring.keys.len()
+                || ring.keys.keys().any(|kid| !old.keys.contains_key(kid))
+                || ring
+                    .minting
+                    .iter()
+                    .any(|(app, (kid, _))| old.minting.get(app).map(|(k, _)| k) != Some(kid))
+        };
+        *self.ring.write() = ring;
+        if changed {
+            // A remembered token may have been signed by a key that is gone.
+            self.verified.tokens.lock().clear();
+        }
+    }
+
+    /// Records which app a stream belongs to; called when a publish is
+    /// accepted, before anything of the stream can be served.
+    pub fn bind_stream(&self, stream_id: &str, app_id: &str) {
+        let known = self.stream_apps.read().get(stream_id).map(|a| a == app_id);
+        if known != Some(true) {
+            self.stream_apps.write().insert(stream_id.to_owned(), app_id.to_owned());
+        }
+    }
+
+    /// Forgets a stream that is no longer served.
+    pub fn unbind_stream(&self, stream_id: &str) {
+        self.stream_apps.write().remove(stream_id);
+    }
+
     /// Checks a token for `stream_id`. `None` is a missing token.
     pub fn verify(&self, token: Option<&str>, stream_id: &str) -> Result<PlaybackClaims, TokenRejection> {
-        self.verified(token, stream_id).map(|claims| (*claims).clone())
+        self.verified(token, stream_id).map(|v| v.claims.clone())
     }
 
     /// [`Self::verify`] without copying the claims out: what delivery calls
@@ -162,43 +259,66 @@ impl PlaybackTokens {
         self.verified(token, stream_id).map(drop)
     }
 
-    fn verified(&self, token: Option<&str>, stream_id: &str) -> Result<Arc<PlaybackClaims>, TokenRejection> {
+    fn verified(&self, token: Option<&str>, stream_id: &str) -> Result<Arc<Verified>, TokenRejection> {
         let token = token.filter(|t| !t.is_empty()).ok_or(TokenRejection::Missing)?;
         let known = self.verified.tokens.lock().get(token).cloned();
-        let claims = match known {
-            Some(claims) => {
+        let verified = match known {
+            Some(verified) => {
                 // The same comparisons jsonwebtoken makes.
                 let now = unix_now();
+                let claims = &verified.claims;
                 if claims.exp < now.saturating_sub(self.leeway) {
                     return Err(TokenRejection::Expired);
                 }
                 if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
                     return Err(TokenRejection::NotYetValid);
                 }
-                claims
+                verified
             }
             None => {
-                let data = jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &self.validation).map_err(
-                    |e| match e.kind() {
-                        ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                        ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                        ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                        _ => TokenRejection::Malformed,
-                    },
-                )?;
-                let claims = Arc::new(data.claims);
+                let verified = Arc::new(self.decode(token)?);
                 let mut tokens = self.verified.tokens.lock();
                 if tokens.len() >= VERIFIED_TOKENS_MAX {
                     tokens.clear();
                 }
-                tokens.insert(token.into(), claims.clone());
-                claims
+                tokens.insert(token.into(), verified.clone());
+                verified
             }
         };
-        if claims.sub != stream_id {
+        if verified.claims.sub != stream_id {
             return Err(TokenRejection::WrongStream);
         }
-        Ok(claims)
+        if let Some(app_id) = &verified.app_id {
+            if self.stream_apps.read().get(stream_id) != Some(app_id) {
+                return Err(TokenRejection::WrongStream);
+            }
+        }
+        Ok(verified)
+    }
+
+    /// Checks signature and claims; the `kid` picks the key and, with it, the
+    /// only algorithm accepted.
+    fn decode(&self, token: &str) -> Result<Verified, TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let ring;
+        let (decoding, validation, app_id) = match &header.kid {
+            None => (&self.decoding, &*self.validation, None),
+            Some(kid) => {
+                ring = self.ring.read();
+                let key = ring.keys.get(kid).ok_or(TokenRejection::UnknownKey)?;
+                (&key.decoding, &key.validation, Some(key.app_id.clone()))
+            }
+        };
+        let data = jsonwebtoken::decode::<PlaybackClaims>(token, decoding, validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenRejection::Expired,
+            ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => TokenRejection::BadSignature,
+            _ => TokenRejection::Malformed,
+        })?;
+        Ok(Verified {
+            claims: data.claims,
+            app_id,
+        })
     }
 }
 
@@ -207,126 +327,4 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tokens() -> PlaybackTokens {
-        PlaybackTokens::from_secret(&[7u8; 32], Duration::from_secs(0))
-    }
-
-    #[test]
-    fn accepts_its_own_token_for_the_right_stream_only() {
-        let t = tokens();
-        let jwt = t
-            .mint("st1", Duration::from_secs(60), Some("viewer-1".into()))
-            .expect("mint");
-        let claims = t.verify(Some(&jwt), "st1").expect("valid");
-        assert_eq!(claims.sub, "st1");
-        assert_eq!(claims.sid.as_deref(), Some("viewer-1"));
-        assert_eq!(t.verify(Some(&jwt), "st2"), Err(TokenRejection::WrongStream));
-    }
-
-    #[test]
-    fn refuses_missing_malformed_tampered_expired_and_early_tokens() {
-        let t = tokens();
-        assert_eq!(t.verify(None, "s"), Err(TokenRejection::Missing));
-        assert_eq!(t.verify(Some(""), "s"), Err(TokenRejection::Missing));
-        assert_eq!(t.verify(Some("not.a.jwt"), "s"), Err(TokenRejection::Malformed));
-
-        let jwt = t.mint("s", Duration::from_secs(60), None).expect("mint");
-        let other = PlaybackTokens::from_secret(&[8u8; 32], Duration::ZERO);
-        assert_eq!(other.verify(Some(&jwt), "s"), Err(TokenRejection::BadSignature));
-        let (head, sig) = jwt.rsplit_once('.').expect("three parts");
-        let flipped = if sig.starts_with('A') { "B" } else { "A" };
-        let tampered = format!("{head}.{flipped}{}", &sig[1..]);
-        assert_eq!(t.verify(Some(&tampered), "s"), Err(TokenRejection::BadSignature));
-
-        let now = unix_now();
-        let expired = PlaybackClaims {
-            sub: "s".into(),
-            iat: now - 100,
-            exp: now - 50,
-            nbf: None,
-            sid: None,
-        };
-        assert_eq!(
-            t.verify(Some(&t.mint_claims(&expired).expect("mint")), "s"),
-            Err(TokenRejection::Expired)
-        );
-        let early = PlaybackClaims {
-            sub: "s".into(),
-            iat: now,
-            exp: now + 500,
-            nbf: Some(now + 200),
-            sid: None,
-        };
-        assert_eq!(
-            t.verify(Some(&t.mint_claims(&early).expect("mint")), "s"),
-            Err(TokenRejection::NotYetValid)
-        );
-    }
-
-    #[test]
-    fn a_known_token_is_still_checked_for_time_and_stream_on_every_use() {
-        let t = tokens();
-        let jwt = t.mint("s", Duration::from_secs(60), None).expect("mint");
-        assert_eq!(t.check(Some(&jwt), "s"), Ok(()));
-        assert_eq!(t.verified.tokens.lock().len(), 1, "kept after the first check");
-        assert_eq!(t.check(Some(&jwt), "s"), Ok(()));
-        assert_eq!(t.check(Some(&jwt), "other"), Err(TokenRejection::WrongStream));
-        assert_eq!(t.verify(Some(&jwt), "s").expect("valid").sub, "s");
-
-        // A flipped signature is different text: verified from scratch, refused, not kept.
-        let (head, sig) = jwt.rsplit_once('.').expect("three parts");
-        let flipped = if sig.starts_with('A') { "B" } else { "A" };
-        let tampered = format!("{head}.{flipped}{}", &sig[1..]);
-        assert_eq!(t.check(Some(&tampered), "s"), Err(TokenRejection::BadSignature));
-        assert_eq!(t.verified.tokens.lock().len(), 1);
-
-        // Time passes for a token checked earlier.
-        let now = unix_now();
-        let claims = |exp, nbf| {
-            Arc::new(PlaybackClaims {
-                sub: "s".into(),
-                iat: now - 100,
-                exp,
-                nbf,
-                sid: None,
-            })
-        };
-        let mut known = t.verified.tokens.lock();
-        known.insert("expired".into(), claims(now - 1, None));
-        known.insert("early".into(), claims(now + 500, Some(now + 200)));
-        drop(known);
-        assert_eq!(t.check(Some("expired"), "s"), Err(TokenRejection::Expired));
-        assert_eq!(t.check(Some("early"), "s"), Err(TokenRejection::NotYetValid));
-        let lenient = PlaybackTokens::from_secret(&[7u8; 32], Duration::from_secs(5));
-        lenient
-            .verified
-            .tokens
-            .lock()
-            .insert("expired".into(), claims(now - 1, None));
-        assert_eq!(lenient.check(Some("expired"), "s"), Ok(()), "within the leeway");
-    }
-
-    #[test]
-    fn secret_file_is_created_once_and_shared() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = PlaybackTokens::load_or_create(dir.path(), Duration::ZERO).expect("create");
-        let b = PlaybackTokens::load_or_create(dir.path(), Duration::ZERO).expect("load");
-        let jwt = a.mint("s", Duration::from_secs(60), None).expect("mint");
-        assert!(b.verify(Some(&jwt), "s").is_ok());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "secret readable by others");
-        }
-    }
 }

@@ -1,0 +1,68 @@
+//! What the admin API sees of streams that are live right now, and the one
+//! thing it may do to them (kick). Implemented by the publish controller,
+//! which knows the sessions, from the counters ingest, media and hls keep.
+
+use serde::Serialize;
+
+/// One live stream: who publishes it and how the ladder keeps up.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LiveStreamStats {
+    pub stream_id: String,
+    pub app_id: String,
+    /// Publish session number; a reconnect or takeover starts a new one.
+    pub session: u64,
+    /// `rtmp`, later `whip`, `rtsp`.
+    pub protocol: String,
+    pub client_ip: String,
+    /// Unix time in milliseconds when this session was accepted.
+    pub started_at_ms: i64,
+    pub uptime_secs: f64,
+    pub video: Option<VideoInput>,
+    pub audio: Option<AudioInput>,
+    /// Over the last few seconds.
+    pub input_kbps: f64,
+    pub ingest_bytes: u64,
+    pub frames_received: u64,
+    /// Input video frames that never reached every rendition's encoder
+    /// (discarded by ingest or dropped in the ladder).
+    pub frames_dropped: u64,
+    pub renditions: Vec<RenditionStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct VideoInput {
+    /// e.g. `h264`.
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Measured from frame arrivals, not the publisher's claim.
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AudioInput {
+    /// e.g. `aac`, `mp3`.
+    pub codec: String,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RenditionStats {
+    pub name: String,
+    /// Over the last few seconds.
+    pub output_kbps: f64,
+    /// Media time produced per wall-clock time over the last few seconds:
+    /// below 1.0 the rendition falls behind live.
+    pub encoder_speed: Option<f64>,
+    pub parts_published: u64,
+}
+
+/// The live side of the control plane, as the admin API needs it.
+pub trait LiveStreams: Send + Sync + 'static {
+    /// Every live stream, or those of one app.
+    fn live(&self, app_id: Option<&str>) -> Vec<LiveStreamStats>;
+    fn live_stream(&self, stream_id: &str) -> Option<LiveStreamStats>;
+    /// Disconnects the stream's publisher at once; false if it had none.
+    fn kick(&self, stream_id: &str, reason: &str) -> bool;
+}
