@@ -14,7 +14,9 @@ RUN_PKGS := pkg-config gcc libc6-dev \
 # What only the tests need: real publishers and players, and for bench/ (whose quick
 # version is part of `make test`) the classic design we compare against (never part
 # of the product) and the HTTP load generator.
-TEST_PKGS := ffmpeg chromium ca-certificates nginx-light libnginx-mod-rtmp wrk
+# promtool (package prometheus) checks /metrics; python3-venv holds schemathesis, which fuzzes the admin API.
+TEST_PKGS := ffmpeg chromium ca-certificates nginx-light libnginx-mod-rtmp wrk prometheus python3-venv openssl
+SCHEMATHESIS_VERSION := 4.32.5
 
 # Installs the Debian packages in $(1) that are not installed yet.
 define apt_install
@@ -26,7 +28,7 @@ define apt_install
 	  echo "installing:$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	  $$sudo env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 endef
 
@@ -44,6 +46,10 @@ test-deps: deps
 	$(call apt_install,$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm))
 	@if [ ! -d tests/player/node_modules ] || [ tests/player/package-lock.json -nt tests/player/node_modules ]; then \
 	  npm ci --prefix tests/player --no-audit --no-fund --loglevel=error && touch tests/player/node_modules; \
+	fi
+	@if ! target/pyenv/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then \
+	  python3 -m venv target/pyenv && \
+	  target/pyenv/bin/pip install -q --disable-pip-version-check "schemathesis==$(SCHEMATHESIS_VERSION)"; \
 	fi
 
 release:

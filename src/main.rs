@@ -123,11 +123,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.pipelines_dir.display()
         );
     }
+    let profiles = Arc::new(profiles);
     let store = open_store(&config).await?;
     let tokens = tokens_for(&config)?;
     tokens.reload(&store).await.context("loading playback keys")?;
     tokio::spawn(reload_playback_keys(tokens.clone(), store.clone()));
     let events = EventBus::default();
+    let metrics = control::metrics::Metrics::new()?;
+    tokio::spawn(metrics.clone().count_auth_failures(events.subscribe()));
     tokio::spawn(control::events::log_events(events.subscribe()));
 
     let part_target = Duration::from_millis(config.hls.part_target_ms);
@@ -145,14 +148,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         object_store,
     );
     let controller = PublishController::new(
-        authorizer(&config, &store)?,
-        control::gate::FailureLimiter::new(control::gate::LimiterSettings {
-            failures_per_minute: config.auth.failed_attempts_per_minute,
-            burst: config.auth.failed_attempts_burst,
-            ..control::gate::LimiterSettings::default()
-        }),
+        control::gate::Admission {
+            authorizer: authorizer(&config, &store)?,
+            limiter: control::gate::FailureLimiter::new(control::gate::LimiterSettings {
+                failures_per_minute: config.auth.failed_attempts_per_minute,
+                burst: config.auth.failed_attempts_burst,
+                ..control::gate::LimiterSettings::default()
+            }),
+        },
         packagers.clone(),
-        Arc::new(profiles),
+        profiles.clone(),
         PublishSettings {
             default_profile: config.default_profile.clone(),
             ladder: media::LadderSettings {
@@ -164,6 +169,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         events.clone(),
         tokens.clone(),
+        metrics.clone(),
     );
 
     let shutdown = CancellationToken::new();
@@ -215,10 +221,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let rtmp_task = tokio::spawn(rtmp.serve(shutdown.clone()));
-    let app = delivery::router(delivery::PlaybackService::new(packagers, tokens));
+    let store: Arc<dyn ControlStore> = Arc::new(store);
+    let admin = control::admin::AdminService::new(
+        store.clone(),
+        controller.clone(),
+        tokens.clone(),
+        profiles,
+        control::admin::AdminSettings {
+            public_http_base: config.public_http_base(),
+            public_rtmp_base: config.public_rtmp_base(),
+        },
+        Arc::new(media::readiness),
+    );
+    let app = delivery::router(delivery::PlaybackService::new(packagers, tokens))
+        .merge(control::admin::router(admin))
+        .route(
+            "/metrics",
+            axum::routing::get(control::metrics::serve_metrics).with_state(metrics.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            control::metrics::track_http,
+        ));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app.into_make_service())
+        axum::serve(http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await
     });

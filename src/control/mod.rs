@@ -1,12 +1,15 @@
 //! The control plane: the stream store, publish authorisation and session
 //! wiring, playback tokens and the lifecycle event bus.
 
+pub mod admin;
 pub mod events;
 pub mod gate;
 pub mod keys;
 pub mod live;
+pub mod metrics;
 pub mod model;
 pub mod publish;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 

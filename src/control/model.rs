@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A tenant. Streams, playback keys and app-scoped admin tokens belong to one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct App {
     pub id: String,
     pub name: String,
@@ -61,7 +61,7 @@ pub struct AppPatch {
 /// existed belong to it.
 pub const DEFAULT_APP_ID: &str = "app_default";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stream {
     pub id: String,
     pub app_id: String,
@@ -87,7 +87,7 @@ pub struct StreamPatch {
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum KeyAlgorithm {
     /// A secret the server generates and holds; the app's backend gets it once.
     HS256,
@@ -117,7 +117,7 @@ impl KeyAlgorithm {
 }
 
 /// A playback signing key as listed: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlaybackKey {
     /// The JWT `kid` a token signed with this key carries.
     pub kid: String,
@@ -159,7 +159,7 @@ impl std::fmt::Debug for VerificationKey {
 }
 
 /// A bearer token for the admin API, as listed: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdminToken {
     pub id: String,
     pub name: String,
@@ -178,7 +178,7 @@ pub struct NewAdminToken {
 }
 
 /// One admin mutation, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     /// Unix time in milliseconds.

@@ -15,8 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::events::{EventBus, LifecycleEvent};
-use super::gate::{AuthDenial, Authorization, DenyReason, FailureLimiter, LadderChoice, PublishAuthorizer};
+use super::gate::{Admission, AuthDenial, Authorization, DenyReason, LadderChoice};
 use super::keys::redact_stream_key;
+use super::live::{LiveStreamStats, LiveStreams};
+use super::metrics::Metrics;
+use super::sessions::{LiveSession, SAMPLE_EVERY};
 use crate::hls::{Packagers, StreamOptions};
 use crate::ingest::{PublishGate, PublishRejection, PublishRequest, PublishSession};
 use crate::media::{self, LadderProfile, LadderSettings};
@@ -41,14 +44,14 @@ pub struct PublishSettings {
 struct ActivePublish {
     session: u64,
     app_id: String,
+    live: Arc<LiveSession>,
     kicked: CancellationToken,
     /// Set right after the session task is spawned.
     task: Option<JoinHandle<()>>,
 }
 
 pub struct PublishController {
-    authorizer: Arc<dyn PublishAuthorizer>,
-    limiter: FailureLimiter,
+    admission: Admission,
     packagers: Packagers,
     profiles: Arc<BTreeMap<String, LadderProfile>>,
     settings: PublishSettings,
@@ -56,6 +59,7 @@ pub struct PublishController {
     /// Told which app each accepted stream belongs to, so that tokens signed
     /// by an app's own keys open only that app's streams.
     playback: super::PlaybackTokens,
+    metrics: Arc<Metrics>,
     active: Mutex<HashMap<String, ActivePublish>>,
     idle_timers: Mutex<HashMap<String, JoinHandle<()>>>,
     next_session: AtomicU64,
@@ -63,22 +67,22 @@ pub struct PublishController {
 
 impl PublishController {
     pub fn new(
-        authorizer: Arc<dyn PublishAuthorizer>,
-        limiter: FailureLimiter,
+        admission: Admission,
         packagers: Packagers,
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: PublishSettings,
         events: EventBus,
         playback: super::PlaybackTokens,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            authorizer,
-            limiter,
+            admission,
             packagers,
             profiles,
             settings,
             events,
             playback,
+            metrics,
             active: Mutex::new(HashMap::new()),
             idle_timers: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
@@ -99,22 +103,22 @@ impl PublishController {
     /// the ladder resolved.
     async fn authorise(&self, request: &PublishRequest) -> Result<(Authorization, LadderProfile), AuthDenial> {
         let ip = request.client_addr.ip();
-        if !self.limiter.admits(ip, &request.stream_key) {
+        if !self.admission.limiter.admits(ip, &request.stream_key) {
             return Err(AuthDenial::new(
                 DenyReason::RateLimited,
                 "too many failed publish attempts from this address, try again later",
             ));
         }
-        let granted = match self.authorizer.authorize(request).await {
+        let granted = match self.admission.authorizer.authorize(request).await {
             Ok(granted) => granted,
             Err(denial) => {
                 if denial.reason.is_failed_attempt() {
-                    self.limiter.record_failure(ip);
+                    self.admission.limiter.record_failure(ip);
                 }
                 return Err(denial);
             }
         };
-        self.limiter.record_success(ip, &request.stream_key);
+        self.admission.limiter.record_success(ip, &request.stream_key);
         let profile = match &granted.ladder {
             LadderChoice::Custom(toml) => LadderProfile::from_toml(toml).map_err(|e| {
                 tracing::error!(stream_id = granted.stream_id, app_id = granted.app_id, error = %e, "the app's custom ladder does not load");
@@ -156,6 +160,14 @@ impl PublishController {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = CancellationToken::new();
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        let live = Arc::new(LiveSession::new(
+            stream_id.clone(),
+            granted.app_id.clone(),
+            session,
+            request.protocol,
+            request.client_addr,
+            granted.max_ingest_kbps,
+        ));
 
         let previous = {
             let mut active = self.active.lock();
@@ -183,10 +195,12 @@ impl PublishController {
                 ActivePublish {
                     session,
                     app_id: granted.app_id.clone(),
+                    live: live.clone(),
                     kicked: kicked.clone(),
                     task: None,
                 },
             );
+            self.metrics.streams_live.set(active.len() as i64);
             previous
         };
         if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
@@ -214,6 +228,7 @@ impl PublishController {
         };
         let this = self.clone();
         let task_kicked = kicked.clone();
+        let task_live = live.clone();
         let task = tokio::spawn(
             async move {
                 if let Some(old_task) = previous.and_then(|old| old.task) {
@@ -222,7 +237,7 @@ impl PublishController {
                         tracing::warn!("previous session did not stop within the takeover grace period");
                     }
                 }
-                this.run_session(stream_id, session, profile, options, media_rx, task_kicked)
+                this.run_session(stream_id, session, (profile, options), task_live, media_rx, task_kicked)
                     .await;
             }
             .instrument(span),
@@ -236,6 +251,7 @@ impl PublishController {
             stream_id: granted.stream_id,
             media: media_tx,
             kicked,
+            counters: live.counters.clone(),
         })
     }
 
@@ -243,12 +259,14 @@ impl PublishController {
         self: Arc<Self>,
         stream_id: String,
         session: u64,
-        profile: LadderProfile,
-        options: StreamOptions,
+        (profile, options): (LadderProfile, StreamOptions),
+        live: Arc<LiveSession>,
         media_rx: mpsc::Receiver<crate::ingest::MediaPacket>,
         kicked: CancellationToken,
     ) {
         let packager = self.packagers.stream_with(&stream_id, options);
+        live.attach_packager(packager.clone());
+        let sampler = tokio::spawn(self.clone().sample_session(live, kicked.clone()));
         // Continue the stream's timeline (plus a margin for the gap) so that
         // timestamps never run backwards across a reconnect or takeover.
         let timeline_offset = match packager.timeline_end() {
@@ -313,6 +331,7 @@ impl PublishController {
             _ = kicked.cancelled() => Ok(()),
         };
         watcher.abort();
+        sampler.abort();
         drop(ladder);
 
         match outcome {
@@ -335,11 +354,43 @@ impl PublishController {
             let current = active.get(&stream_id).map(|a| a.session) == Some(session);
             if current {
                 active.remove(&stream_id);
+                self.metrics.streams_live.set(active.len() as i64);
             }
             current
         };
         if still_current {
             self.start_idle_timer(stream_id);
+        }
+    }
+
+    /// Once a second: ingest bytes into the metrics, and the app's ingest
+    /// bitrate limit, judged over a full rate window so that a keyframe
+    /// burst passes.
+    async fn sample_session(self: Arc<Self>, live: Arc<LiveSession>, kicked: CancellationToken) {
+        let bytes = self.metrics.ingest_bytes.with_label_values(&[live.protocol]);
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            bytes.inc_by(live.sample());
+            let (Some(limit), Some(measured)) = (live.max_ingest_kbps, live.sustained_input_kbps()) else {
+                continue;
+            };
+            if measured > f64::from(limit) {
+                let message = format!("ingest bitrate {measured:.0} kbit/s over the app's limit of {limit} kbit/s; publisher disconnected");
+                tracing::warn!(
+                    measured_kbps = measured,
+                    limit_kbps = limit,
+                    "ingest bitrate over the app's limit; kicking the publisher"
+                );
+                self.events.publish(LifecycleEvent::Warning {
+                    stream_id: live.stream_id.clone(),
+                    session: live.session,
+                    message,
+                });
+                kicked.cancel();
+                return;
+            }
         }
     }
 
@@ -369,6 +420,34 @@ impl PublishController {
         for active in self.active.lock().values() {
             active.kicked.cancel();
         }
+    }
+}
+
+impl LiveStreams for PublishController {
+    fn live(&self, app_id: Option<&str>) -> Vec<LiveStreamStats> {
+        let sessions: Vec<Arc<LiveSession>> = self
+            .active
+            .lock()
+            .values()
+            .filter(|a| app_id.is_none_or(|app| a.app_id == app))
+            .map(|a| a.live.clone())
+            .collect();
+        let mut stats: Vec<LiveStreamStats> = sessions.iter().map(|s| s.stats()).collect();
+        stats.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        stats
+    }
+
+    fn live_stream(&self, stream_id: &str) -> Option<LiveStreamStats> {
+        let live = self.active.lock().get(stream_id).map(|a| a.live.clone());
+        live.map(|s| s.stats())
+    }
+
+    fn kick(&self, stream_id: &str, reason: &str) -> bool {
+        let kicked = PublishController::kick(self, stream_id);
+        if kicked {
+            tracing::info!(stream_id, reason, "publisher kicked");
+        }
+        kicked
     }
 }
 

@@ -12,6 +12,7 @@ mod crypto;
 mod error;
 mod init;
 mod lag;
+pub mod metrics;
 mod playlist;
 mod registry;
 mod rendition;

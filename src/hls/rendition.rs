@@ -129,6 +129,8 @@ pub struct RenditionStats {
     pub segments_published: u64,
     /// Clear media bytes received from the ladder.
     pub bytes_in: u64,
+    /// Media time published (sum of part durations), in nanoseconds.
+    pub media_ns: u64,
     pub retained_segments: usize,
     /// Bytes held in memory (parts, segments, inits); objects served from
     /// the store are not counted.
@@ -160,6 +162,7 @@ pub(crate) struct Rendition {
     pub session_init: bool,
     pub edge: watch::Sender<Edge>,
     pub parts_published: u64,
+    pub media_ns: u64,
     pub segments_published: u64,
     pub bytes_in: u64,
 }
@@ -180,6 +183,7 @@ impl Rendition {
             session_init: false,
             edge: watch::Sender::new(Edge::default()),
             parts_published: 0,
+            media_ns: 0,
             segments_published: 0,
             bytes_in: 0,
         }
@@ -292,6 +296,7 @@ impl Rendition {
         let index = open.parts.len() as u64 - 1;
         self.session_parts += 1;
         self.parts_published += 1;
+        self.media_ns = self.media_ns.saturating_add(duration_ns);
         self.bytes_in = self.bytes_in.saturating_add(clear_len);
         Some(index)
     }
@@ -435,6 +440,7 @@ impl Rendition {
             parts_published: self.parts_published,
             segments_published: self.segments_published,
             bytes_in: self.bytes_in,
+            media_ns: self.media_ns,
             retained_segments: self.segments.len(),
             retained_bytes,
         }

@@ -329,10 +329,16 @@ impl StreamPackager {
         }
         raise_target_duration(&mut state, open_duration);
         retain_keys(&mut state);
-        if let Some(arrival) = chunk.source_arrival {
-            state.part_lag.record(arrival.elapsed(), chunk.encoder_delay);
+        let lag = chunk.source_arrival.map(|arrival| arrival.elapsed());
+        if let Some(lag) = lag {
+            state.part_lag.record(lag, chunk.encoder_delay);
         }
         drop(state);
+        let metrics = super::metrics::metrics();
+        metrics.parts_published.inc();
+        if let Some(lag) = lag {
+            metrics.part_publish_lag.observe(lag.as_secs_f64());
+        }
 
         tracing::trace!(
             rendition = name,

@@ -2,8 +2,11 @@
 //! normalise to these so that nothing after ingest knows the protocol.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +115,59 @@ pub struct PublishSession {
     pub stream_id: String,
     pub media: mpsc::Sender<MediaPacket>,
     pub kicked: CancellationToken,
+    /// Ingest counts what it receives here; the control plane reads it.
+    pub counters: Arc<IngestCounters>,
+}
+
+/// What a publish session has received, counted by ingest on its own thread
+/// with relaxed atomics (read now and then for stats and metrics).
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Bytes read from the publisher's connection (protocol overhead included).
+    pub bytes: AtomicU64,
+    pub video_frames: AtomicU64,
+    pub audio_frames: AtomicU64,
+    /// Frames ingest threw away: before the decoder configuration, or malformed.
+    pub discarded_frames: AtomicU64,
+    tracks: Mutex<Tracks>,
+}
+
+/// The decoder configurations and metadata last announced: they change
+/// rarely, so a lock is fine here.
+#[derive(Debug, Clone, Default)]
+pub struct Tracks {
+    pub video: Option<VideoConfig>,
+    pub audio: Option<AudioConfig>,
+    pub metadata: Option<StreamMetadata>,
+}
+
+impl IngestCounters {
+    pub fn add_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn discarded(&self) {
+        self.discarded_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a packet on its way downstream.
+    pub fn on_packet(&self, packet: &MediaPacket) {
+        match packet {
+            MediaPacket::Video(_) => {
+                self.video_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            MediaPacket::Audio(_) => {
+                self.audio_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            MediaPacket::VideoConfig(config) => self.tracks.lock().video = Some(config.clone()),
+            MediaPacket::AudioConfig(config) => self.tracks.lock().audio = Some(config.clone()),
+            MediaPacket::Metadata(metadata) => self.tracks.lock().metadata = Some(metadata.clone()),
+        }
+    }
+
+    pub fn tracks(&self) -> Tracks {
+        self.tracks.lock().clone()
+    }
 }
 
 /// The one door from ingest into the rest of the server: authorise a publish

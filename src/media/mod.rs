@@ -18,6 +18,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use codec::{parse_asc, parse_avcc, AacInfo, AvcInfo};
 pub use ladder::{spawn_ladder, LadderHandle, LadderSettings};
 pub use profile::{
     load_profile, load_profiles, AudioMode, EncoderSettings, LadderProfile, RungProfile, ScalerSettings,
@@ -66,6 +67,19 @@ const REQUIRED_ELEMENTS: [(&str, &str); 18] = [
     ("audioresample", "gstreamer1.0-plugins-base"),
     ("avenc_aac", "gstreamer1.0-libav"),
 ];
+
+/// For the readiness probe: GStreamer initialised and every element a
+/// ladder needs still in its registry (a plugin can vanish under a running
+/// server when packages are removed).
+pub fn readiness() -> Result<(), String> {
+    init().map_err(|e| e.to_string())?;
+    for (element, package) in REQUIRED_ELEMENTS {
+        if gstreamer::ElementFactory::find(element).is_none() {
+            return Err(format!("GStreamer element {element} is missing (install {package})"));
+        }
+    }
+    Ok(())
+}
 
 /// Initialises GStreamer, registers `cmafmux`, and checks that every element
 /// a ladder needs is installed. Safe to call any number of times.

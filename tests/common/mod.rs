@@ -2,6 +2,7 @@
 //! publishers and players, talking over loopback.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod checks;
 pub mod playlist;
 

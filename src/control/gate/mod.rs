@@ -8,6 +8,8 @@ mod http;
 mod limiter;
 mod outage_cache;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::ingest::{PublishRequest, RejectCode};
@@ -116,6 +118,13 @@ impl AuthDenial {
             message: message.into(),
         }
     }
+}
+
+/// The whole admission decision: the failed-attempt throttle in front of
+/// whichever authorizer is configured.
+pub struct Admission {
+    pub authorizer: Arc<dyn PublishAuthorizer>,
+    pub limiter: FailureLimiter,
 }
 
 #[async_trait]

@@ -186,6 +186,9 @@ impl Connection {
     }
 
     fn count_received(&mut self, n: usize) -> Result<(), ConnectionError> {
+        if let Some(publishing) = &self.publish {
+            publishing.session.counters.add_bytes(n);
+        }
         if let Some(sequence) = self.ack.on_received(n) {
             debug!(sequence, "acknowledging");
             let bytes = self.out.acknowledgement(sequence)?;
@@ -475,6 +478,7 @@ impl Connection {
             }) => {
                 if publishing.avcc.is_none() {
                     publishing.dropped_before_config += 1;
+                    publishing.session.counters.discarded();
                     debug!("video frame before AVC sequence header dropped");
                     return Ok(Flow::Continue);
                 }
@@ -565,6 +569,7 @@ impl Connection {
             FlvError::Truncated { .. } | FlvError::MalformedAvc(_) => {
                 if let Some(publishing) = self.publish.as_mut() {
                     publishing.malformed_tags += 1;
+                    publishing.session.counters.discarded();
                     // Log the first and then every 100th so a broken encoder cannot flood the log.
                     if publishing.malformed_tags % 100 == 1 {
                         warn!(error = %err, count = publishing.malformed_tags, "malformed media tag dropped");
@@ -579,6 +584,7 @@ impl Connection {
         let Some(publishing) = self.publish.as_ref() else {
             return Ok(Flow::Continue);
         };
+        publishing.session.counters.on_packet(&packet);
         // Awaiting the send is the backpressure: we stop reading the socket
         // while downstream is full, and TCP slows the encoder.
         tokio::select! {

@@ -52,6 +52,7 @@ impl PublishGate for TestGate {
                 kicked: kicked.clone(),
             });
             Ok(PublishSession {
+                counters: Default::default(),
                 stream_id: format!("test-{}", request.stream_key),
                 media: tx,
                 kicked,

@@ -1,0 +1,90 @@
+//! The operator's admin API under `/api/v1` (JSON, bearer admin tokens),
+//! its OpenAPI document, and the liveness and readiness probes. Handlers are
+//! thin over [`AdminService`], which holds the rules and is tested without HTTP.
+
+mod auth;
+mod csv;
+mod dto;
+mod error;
+mod json;
+mod openapi;
+mod routes;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use auth::Principal;
+pub use error::ApiError;
+pub use service::{AdminService, AdminSettings, ReadinessProbe};
+
+/// Admin request bodies are small JSON documents (a custom ladder is the largest).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// `/api/v1/…` plus `/livez` and `/readyz`.
+pub fn router(service: AdminService) -> Router {
+    use routes::*;
+    let api = Router::new()
+        .route("/apps", get(list_apps).post(create_app))
+        .route("/apps/{app_id}", get(get_app).patch(update_app).delete(delete_app))
+        .route("/apps/{app_id}/streams", get(list_streams).post(create_stream))
+        .route(
+            "/apps/{app_id}/streams/{stream_id}",
+            get(get_stream).patch(update_stream).delete(delete_stream),
+        )
+        .route("/apps/{app_id}/streams/{stream_id}/rotate-key", post(rotate_key))
+        .route("/apps/{app_id}/streams/{stream_id}/disable", post(disable_stream))
+        .route("/apps/{app_id}/streams/{stream_id}/enable", post(enable_stream))
+        .route("/apps/{app_id}/streams/{stream_id}/playback-tokens", post(mint_token))
+        .route(
+            "/apps/{app_id}/playback-keys",
+            get(list_playback_keys).post(create_playback_key),
+        )
+        .route(
+            "/apps/{app_id}/playback-keys/{kid}",
+            axum::routing::delete(delete_playback_key),
+        )
+        .route("/admin-tokens", get(list_admin_tokens).post(create_admin_token))
+        .route("/admin-tokens/{token_id}", axum::routing::delete(revoke_admin_token))
+        .route("/live", get(live))
+        .route("/live/{stream_id}", get(live_stream))
+        .route("/live/{stream_id}/kick", post(kick))
+        .route("/audit", get(audit))
+        .route("/audit.csv", get(audit_csv))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
+        .nest("/api/v1", api)
+        .route(
+            "/livez",
+            get(|| async { Json(serde_json::json!({ "status": "alive" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(service)
+}
+
+async fn readyz(axum::extract::State(service): axum::extract::State<AdminService>) -> impl IntoResponse {
+    match service.readiness().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
+        Err((check, reason)) => {
+            tracing::warn!(check, %reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "not_ready", "failed": check, "reason": reason })),
+            )
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The OpenAPI document of `/api/v1`, generated from the handlers' and
+//! bodies' annotations so that it cannot drift from the code.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+
+use super::dto::*;
+use super::error::ErrorBody;
+use super::routes;
+use crate::control::live::{AudioInput, LiveStreamStats, RenditionStats, VideoInput};
+use crate::control::model::{AdminToken, App, AuditEntry, KeyAlgorithm, PlaybackKey, Stream};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an admin token from `pulse-edge admin-token create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Pulse Edge admin API", version = "1"),
+    servers((url = "/api/v1")),
+    paths(
+        routes::list_apps, routes::create_app, routes::get_app, routes::update_app, routes::delete_app,
+        routes::list_streams, routes::create_stream, routes::get_stream, routes::update_stream, routes::delete_stream,
+        routes::rotate_key, routes::disable_stream, routes::enable_stream, routes::mint_token,
+        routes::list_playback_keys, routes::create_playback_key, routes::delete_playback_key,
+        routes::list_admin_tokens, routes::create_admin_token, routes::revoke_admin_token,
+        routes::live, routes::live_stream, routes::kick, routes::audit, routes::audit_csv,
+    ),
+    components(schemas(
+        App, Stream, PlaybackKey, AdminToken, AuditEntry, KeyAlgorithm, ErrorBody, CreateApp, UpdateApp, CreateStream,
+        UpdateStream, StreamWithKey, CreatePlaybackKey, CreatedPlaybackKey, MintToken, MintedToken, CreateAdminToken,
+        CreatedAdminToken, Kicked, LiveStreamStats, VideoInput, AudioInput, RenditionStats,
+    )),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}

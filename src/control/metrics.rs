@@ -1,0 +1,185 @@
+//! Prometheus metrics: one registry for the process, rendered in the classic
+//! text format at `/metrics`. Each stage owns the metric objects it updates
+//! (hls counts parts itself); this module registers them and adds the
+//! control plane's own: live streams, ingest bytes, HTTP requests by route,
+//! publish auth failures by reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::sync::broadcast;
+
+use super::events::LifecycleEvent;
+use super::gate::DenyReason;
+
+/// Protocols whose series exist from the start, at 0.
+const PROTOCOLS: [&str; 1] = ["rtmp"];
+
+pub struct Metrics {
+    registry: Registry,
+    pub streams_live: IntGauge,
+    pub ingest_bytes: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    auth_failures: IntCounterVec,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Self>, MetricsError> {
+        let registry = Registry::new();
+        let streams_live = IntGauge::new("pulse_streams_live", "Streams with a publisher right now")?;
+        let ingest_bytes = IntCounterVec::new(
+            Opts::new("pulse_ingest_bytes_total", "Bytes received from publishers"),
+            &["protocol"],
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "pulse_http_requests_total",
+                "HTTP requests by route template and status",
+            ),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pulse_http_request_duration_seconds",
+                "HTTP request handling time by route template",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
+            &["route"],
+        )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("pulse_auth_failures_total", "Refused publishes by reason"),
+            &["reason"],
+        )?;
+        for protocol in PROTOCOLS {
+            ingest_bytes.with_label_values(&[protocol]);
+        }
+        for reason in DenyReason::ALL {
+            auth_failures.with_label_values(&[reason.as_str()]);
+        }
+        let hls = crate::hls::metrics::metrics();
+        registry.register(Box::new(streams_live.clone()))?;
+        registry.register(Box::new(ingest_bytes.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(hls.parts_published.clone()))?;
+        registry.register(Box::new(hls.part_publish_lag.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Arc::new(Self {
+            registry,
+            streams_live,
+            ingest_bytes,
+            http_requests,
+            http_duration,
+            auth_failures,
+        }))
+    }
+
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Counts refused publishes from the event bus; runs until the bus closes.
+    pub async fn count_auth_failures(self: Arc<Self>, mut events: broadcast::Receiver<LifecycleEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(LifecycleEvent::Rejected { code, .. }) => self.auth_failures.with_label_values(&[code]).inc(),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "metrics missed lifecycle events; auth failure counts are low"
+                    )
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Middleware: requests by route template (never the raw path, whose ids
+/// would make a series per stream and per viewer) and status.
+pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_series_exist_at_zero_and_the_text_format_is_classic() {
+        let m = Metrics::new().expect("metrics");
+        let text = m.render().expect("render");
+        assert!(text.contains("# TYPE pulse_streams_live gauge"), "{text}");
+        assert!(text.contains("pulse_ingest_bytes_total{protocol=\"rtmp\"} 0"), "{text}");
+        assert!(
+            text.contains("pulse_auth_failures_total{reason=\"unknown_key\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE pulse_hls_part_publish_lag_seconds histogram"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "OpenMetrics instead of the classic format");
+    }
+
+    #[tokio::test]
+    async fn auth_failures_are_counted_by_reason_from_the_bus() {
+        let m = Metrics::new().expect("metrics");
+        let bus = crate::control::EventBus::new(16);
+        let task = tokio::spawn(m.clone().count_auth_failures(bus.subscribe()));
+        for code in ["unknown_key", "unknown_key", "rate_limited"] {
+            bus.publish(LifecycleEvent::Rejected {
+                stream_key_prefix: "live_x…".into(),
+                protocol: "rtmp",
+                client: "127.0.0.1:1".parse().expect("addr"),
+                code,
+                reason: "r".into(),
+            });
+        }
+        drop(bus);
+        task.await.expect("task");
+        assert_eq!(m.auth_failures.with_label_values(&["unknown_key"]).get(), 2);
+        assert_eq!(m.auth_failures.with_label_values(&["rate_limited"]).get(), 1);
+    }
+}
