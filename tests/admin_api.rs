@@ -554,4 +554,11 @@ async fn malformed_input_gets_a_4xx_json_error_never_a_5xx() {
         "{}",
         server.log()
     );
+
+    // The probes need no token.
+    let (status, body) = common::get_text(&format!("{}/readyz", server.base())).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\""), "{body}");
+    let (status, _) = common::get_text(&format!("{}/livez", server.base())).await;
+    assert_eq!(status, 200);
 }

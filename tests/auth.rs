@@ -261,16 +261,6 @@ async fn the_outage_cache_bridges_a_blip_but_never_a_deny() {
     assert!(out.contains("key revoked"), "ffmpeg said: {out}");
 }
 
-fn cli_ok(server: &Server, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_keys_is_throttled_but_the_streaming_encoder_gets_back_in() {
     let server = Server::start_with(&[
@@ -307,20 +297,17 @@ async fn guessing_keys_is_throttled_but_the_streaming_encoder_gets_back_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_settings_apply_to_its_streams() {
     let server = Server::start();
-    let app = cli_ok(
-        &server,
-        &[
-            "app",
-            "create",
-            "--name",
-            "clear-tv",
-            "--no-encrypt",
-            "--max-streams",
-            "1",
-            "--profile",
-            "passthrough",
-        ],
-    );
+    let app = server.cli_json(&[
+        "app",
+        "create",
+        "--name",
+        "clear-tv",
+        "--no-encrypt",
+        "--max-streams",
+        "1",
+        "--profile",
+        "passthrough",
+    ]);
     let app_id = app["id"].as_str().expect("id");
     let first = server.create_stream_in(app_id, "one", None);
     let second = server.create_stream_in(app_id, "two", None);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::keys::rsa_pair;
 use common::{wait_until_live, Server, Source, StreamInfo};
 use serde_json::Value;
 
@@ -16,14 +16,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs a command that must succeed and print one JSON value.
-fn ok_json(server: &Server, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(out.status.success(), "pulse-edge {args:?} failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("pulse-edge {args:?} printed no JSON ({e}): {}", stdout(&out)))
 }
 
 /// Runs a command that must fail; returns its error line.
@@ -58,58 +50,25 @@ fn ids(list: &Value, field: &str) -> Vec<String> {
     array(list).iter().map(|v| text(v, field).to_owned()).collect()
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
-/// (private key file, public key file) of a fresh RSA 2048 pair.
-fn rsa_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let private = dir.join("customer-private.pem");
-    let public = dir.join("customer-public.pem");
-    let private_s = private.to_str().expect("utf-8 path");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        private_s,
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        private_s,
-        "-pubout",
-        "-out",
-        public.to_str().expect("utf-8 path"),
-    ]);
-    (private, public)
-}
-
 #[test]
 fn apps_are_created_listed_shown_and_deleted_with_their_streams() {
     let server = Server::start();
-    let app = ok_json(
-        &server,
-        &[
-            "app",
-            "create",
-            "--name",
-            "acme",
-            "--profile",
-            "small",
-            "--no-encrypt",
-            "--key-rotation-segments",
-            "5",
-            "--record",
-            "--max-streams",
-            "3",
-            "--max-ingest-kbps",
-            "6000",
-        ],
-    );
+    let app = server.cli_json(&[
+        "app",
+        "create",
+        "--name",
+        "acme",
+        "--profile",
+        "small",
+        "--no-encrypt",
+        "--key-rotation-segments",
+        "5",
+        "--record",
+        "--max-streams",
+        "3",
+        "--max-ingest-kbps",
+        "6000",
+    ]);
     let app_id = text(&app, "id").to_owned();
     assert!(app_id.starts_with("app_"), "{app}");
     assert_eq!(text(&app, "name"), "acme");
@@ -120,29 +79,29 @@ fn apps_are_created_listed_shown_and_deleted_with_their_streams() {
     assert_eq!(app["max_streams"], 3);
     assert_eq!(app["max_ingest_kbps"], 6000);
 
-    let plain = ok_json(&server, &["app", "create", "--name", "plain"]);
+    let plain = server.cli_json(&["app", "create", "--name", "plain"]);
     assert_eq!(plain["encrypt"], true);
     assert_eq!(plain["record"], false);
     assert_eq!(plain["max_streams"], Value::Null);
 
-    let listed = ok_json(&server, &["app", "list"]);
+    let listed = server.cli_json(&["app", "list"]);
     let names = ids(&listed, "name");
     for name in ["default", "acme", "plain"] {
         assert!(names.contains(&name.to_owned()), "{name} missing from {names:?}");
     }
-    assert_eq!(ok_json(&server, &["app", "show", &app_id]), app);
-    assert_eq!(ok_json(&server, &["app", "show", "acme"]), app, "by name too");
+    assert_eq!(server.cli_json(&["app", "show", &app_id]), app);
+    assert_eq!(server.cli_json(&["app", "show", "acme"]), app, "by name too");
 
     // Bad input: a clear message and a nonzero exit, nothing stored.
     assert!(fails(&server, &["app", "create", "--name", "acme"]).contains("already exists"));
     assert!(fails(&server, &["app", "create", "--name", "no spaces"]).contains("app name must be"));
     assert!(fails(&server, &["app", "create", "--name", "x", "--profile", "nope"]).contains("unknown profile"));
     assert!(fails(&server, &["app", "show", "nope"]).contains("no app with id or name \"nope\""));
-    assert_eq!(array(&ok_json(&server, &["app", "list"])).len(), 3);
+    assert_eq!(array(&server.cli_json(&["app", "list"])).len(), 3);
 
     // Deleting the app takes its streams (and their keys) with it.
     let stream = server.create_stream_in("acme", "doomed", None);
-    assert_eq!(array(&ok_json(&server, &["stream", "list", "--app", &app_id])).len(), 1);
+    assert_eq!(array(&server.cli_json(&["stream", "list", "--app", &app_id])).len(), 1);
     let out = server.cli(&["app", "delete", "acme"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -152,7 +111,7 @@ fn apps_are_created_listed_shown_and_deleted_with_their_streams() {
     assert!(stderr(&out).contains("admin API"), "the kick hint: {}", stderr(&out));
     assert!(fails(&server, &["app", "show", &app_id]).contains("no app"));
     assert!(fails(&server, &["stream", "show", &stream.id]).contains("no stream"));
-    assert!(!ids(&ok_json(&server, &["stream", "list"]), "id").contains(&stream.id));
+    assert!(!ids(&server.cli_json(&["stream", "list"]), "id").contains(&stream.id));
     assert!(fails(&server, &["app", "delete", "acme"]).contains("no app"));
     assert!(fails(&server, &["app", "delete", "default"]).contains("default app cannot be deleted"));
 }
@@ -160,21 +119,18 @@ fn apps_are_created_listed_shown_and_deleted_with_their_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_publishes_and_the_old_one_is_refused() {
     let server = Server::start();
-    let app = ok_json(&server, &["app", "create", "--name", "tenant"]);
+    let app = server.cli_json(&["app", "create", "--name", "tenant"]);
     let app_id = text(&app, "id");
-    let created = ok_json(
-        &server,
-        &[
-            "stream",
-            "create",
-            "--app",
-            "tenant",
-            "--name",
-            "show",
-            "--profile",
-            "passthrough",
-        ],
-    );
+    let created = server.cli_json(&[
+        "stream",
+        "create",
+        "--app",
+        "tenant",
+        "--name",
+        "show",
+        "--profile",
+        "passthrough",
+    ]);
     for field in ["id", "name", "stream_key", "rtmp_url", "playback_url"] {
         assert!(created[field].is_string(), "{field} missing from {created}");
     }
@@ -188,7 +144,7 @@ async fn a_rotated_key_publishes_and_the_old_one_is_refused() {
     );
     let stream: StreamInfo = serde_json::from_value(created.clone()).expect("stream info");
 
-    let listed = ok_json(&server, &["stream", "list", "--app", app_id]);
+    let listed = server.cli_json(&["stream", "list", "--app", app_id]);
     assert_eq!(ids(&listed, "id"), vec![stream.id.clone()]);
     let old_prefix = text(&array(&listed)[0], "key_prefix").to_owned();
     assert!(old_prefix.starts_with(&format!("live_{scope}_")));
@@ -204,7 +160,7 @@ async fn a_rotated_key_publishes_and_the_old_one_is_refused() {
     let new_key = text(&rotated, "stream_key").to_owned();
     assert_ne!(new_key, old_key);
     assert!(new_key.starts_with(&format!("live_{scope}_")));
-    let listed = ok_json(&server, &["stream", "list", "--app", "tenant"]);
+    let listed = server.cli_json(&["stream", "list", "--app", "tenant"]);
     let new_prefix = text(&array(&listed)[0], "key_prefix");
     assert_ne!(new_prefix, old_prefix, "the listed prefix follows the key");
     assert_eq!(new_prefix, text(&rotated, "key_prefix"));
@@ -251,7 +207,7 @@ async fn a_rotated_key_publishes_and_the_old_one_is_refused() {
 fn streams_are_disabled_enabled_and_deleted() {
     let server = Server::start();
     let stream = server.create_stream("plain", None);
-    let default_listed = ok_json(&server, &["stream", "list", "--app", "default"]);
+    let default_listed = server.cli_json(&["stream", "list", "--app", "default"]);
     assert!(
         ids(&default_listed, "id").contains(&stream.id),
         "no --app: the default app"
@@ -262,11 +218,11 @@ fn streams_are_disabled_enabled_and_deleted() {
     assert!(stderr(&out).contains("admin API"), "the kick hint: {}", stderr(&out));
     let disabled: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(disabled["enabled"], false);
-    assert_eq!(ok_json(&server, &["stream", "show", &stream.id])["enabled"], false);
-    assert_eq!(ok_json(&server, &["stream", "enable", &stream.id])["enabled"], true);
+    assert_eq!(server.cli_json(&["stream", "show", &stream.id])["enabled"], false);
+    assert_eq!(server.cli_json(&["stream", "enable", &stream.id])["enabled"], true);
 
     assert_eq!(
-        ok_json(&server, &["stream", "delete", &stream.id])["deleted"],
+        server.cli_json(&["stream", "delete", &stream.id])["deleted"],
         stream.id.as_str()
     );
     assert!(fails(&server, &["stream", "show", &stream.id]).contains("no stream"));
@@ -277,7 +233,7 @@ fn streams_are_disabled_enabled_and_deleted() {
     assert!(fails(&server, &["stream", "create", "--name", "x", "--profile", "nope"]).contains("unknown profile"));
     assert!(fails(&server, &["stream", "create", "--name", ""]).contains("stream name must be"));
     // Only the server's demo stream is left.
-    let left = ids(&ok_json(&server, &["stream", "list"]), "id");
+    let left = ids(&server.cli_json(&["stream", "list"]), "id");
     assert_eq!(left.len(), 1);
     assert!(!left.contains(&stream.id));
 }
@@ -285,12 +241,9 @@ fn streams_are_disabled_enabled_and_deleted() {
 #[test]
 fn admin_tokens_are_created_listed_and_revoked_without_showing_secrets() {
     let server = Server::start();
-    ok_json(&server, &["app", "create", "--name", "tenant"]);
-    let global = ok_json(&server, &["admin-token", "create", "--name", "ops"]);
-    let scoped = ok_json(
-        &server,
-        &["admin-token", "create", "--name", "tenant-ci", "--app", "tenant"],
-    );
+    server.cli_json(&["app", "create", "--name", "tenant"]);
+    let global = server.cli_json(&["admin-token", "create", "--name", "ops"]);
+    let scoped = server.cli_json(&["admin-token", "create", "--name", "tenant-ci", "--app", "tenant"]);
     let secrets: Vec<String> = [&global, &scoped]
         .iter()
         .map(|t| text(t, "secret").to_owned())
@@ -317,15 +270,15 @@ fn admin_tokens_are_created_listed_and_revoked_without_showing_secrets() {
     let listed: Value = serde_json::from_str(&listing).expect("json");
     assert_eq!(array(&listed).len(), 2);
     assert!(array(&listed).iter().all(|t| t.get("secret").is_none()));
-    let only_tenant = ok_json(&server, &["admin-token", "list", "--app", "tenant"]);
+    let only_tenant = server.cli_json(&["admin-token", "list", "--app", "tenant"]);
     assert_eq!(ids(&only_tenant, "id"), vec![text(&scoped, "id").to_owned()]);
 
     let global_id = text(&global, "id");
     assert_eq!(
-        ok_json(&server, &["admin-token", "revoke", global_id])["revoked"],
+        server.cli_json(&["admin-token", "revoke", global_id])["revoked"],
         global_id
     );
-    let after = ok_json(&server, &["admin-token", "list"]);
+    let after = server.cli_json(&["admin-token", "list"]);
     let revoked = array(&after)
         .iter()
         .find(|t| t["id"] == global_id)
@@ -340,14 +293,11 @@ fn admin_tokens_are_created_listed_and_revoked_without_showing_secrets() {
 #[test]
 fn playback_keys_take_hs256_and_public_keys_and_refuse_private_ones() {
     let server = Server::start();
-    let app = ok_json(&server, &["app", "create", "--name", "tenant"]);
+    let app = server.cli_json(&["app", "create", "--name", "tenant"]);
     let app_id = text(&app, "id");
     let (private, public) = rsa_pair(server.data_dir.path());
 
-    let hs = ok_json(
-        &server,
-        &["playback-key", "create", "--app", "tenant", "--alg", "HS256"],
-    );
+    let hs = server.cli_json(&["playback-key", "create", "--app", "tenant", "--alg", "HS256"]);
     let secret = text(&hs, "secret").to_owned();
     assert_eq!(secret.len(), 64);
     assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
@@ -355,19 +305,16 @@ fn playback_keys_take_hs256_and_public_keys_and_refuse_private_ones() {
     assert_eq!(text(&hs, "app_id"), app_id);
 
     let public_s = public.to_str().expect("utf-8 path");
-    let rs = ok_json(
-        &server,
-        &[
-            "playback-key",
-            "create",
-            "--app",
-            app_id,
-            "--alg",
-            "RS256",
-            "--public-key",
-            public_s,
-        ],
-    );
+    let rs = server.cli_json(&[
+        "playback-key",
+        "create",
+        "--app",
+        app_id,
+        "--alg",
+        "RS256",
+        "--public-key",
+        public_s,
+    ]);
     assert_eq!(text(&rs, "algorithm"), "RS256");
     assert!(rs.get("secret").is_none(), "nothing secret for a public key");
     let pem = std::fs::read_to_string(&public).expect("public key");
@@ -438,7 +385,7 @@ fn playback_keys_take_hs256_and_public_keys_and_refuse_private_ones() {
     )
     .contains("reading public key"));
     assert_eq!(
-        array(&ok_json(&server, &["playback-key", "list", "--app", app_id])).len(),
+        array(&server.cli_json(&["playback-key", "list", "--app", app_id])).len(),
         2
     );
 
@@ -446,11 +393,11 @@ fn playback_keys_take_hs256_and_public_keys_and_refuse_private_ones() {
     let kid = text(&rs, "kid");
     assert!(fails(&server, &["playback-key", "delete", "--app", "default", kid]).contains("has no playback key"));
     assert_eq!(
-        ok_json(&server, &["playback-key", "delete", "--app", app_id, kid])["deleted"],
+        server.cli_json(&["playback-key", "delete", "--app", app_id, kid])["deleted"],
         kid
     );
     assert_eq!(
-        ids(&ok_json(&server, &["playback-key", "list", "--app", app_id]), "kid"),
+        ids(&server.cli_json(&["playback-key", "list", "--app", app_id]), "kid"),
         vec![text(&hs, "kid").to_owned()]
     );
 }
@@ -458,15 +405,15 @@ fn playback_keys_take_hs256_and_public_keys_and_refuse_private_ones() {
 #[test]
 fn every_mutation_is_audited_as_the_cli_and_reads_are_not() {
     let server = Server::start();
-    let app = ok_json(&server, &["app", "create", "--name", "audited"]);
+    let app = server.cli_json(&["app", "create", "--name", "audited"]);
     let app_id = text(&app, "id");
     let stream = server.create_stream_in(app_id, "s", None);
     fails(&server, &["app", "create", "--name", "audited"]);
-    ok_json(&server, &["stream", "disable", &stream.id]);
-    ok_json(&server, &["app", "list"]);
-    ok_json(&server, &["stream", "list"]);
+    server.cli_json(&["stream", "disable", &stream.id]);
+    server.cli_json(&["app", "list"]);
+    server.cli_json(&["stream", "list"]);
 
-    let all = ok_json(&server, &["audit"]);
+    let all = server.cli_json(&["audit"]);
     let actions: Vec<&str> = array(&all).iter().map(|e| text(e, "action")).collect();
     assert_eq!(
         actions,
@@ -490,9 +437,9 @@ fn every_mutation_is_audited_as_the_cli_and_reads_are_not() {
         "a key in the audit log"
     );
 
-    let errors = ok_json(&server, &["audit", "--result", "error"]);
+    let errors = server.cli_json(&["audit", "--result", "error"]);
     assert_eq!(array(&errors).len(), 1);
-    let of_app = ok_json(&server, &["audit", "--app", "audited", "--action", "stream.create"]);
+    let of_app = server.cli_json(&["audit", "--app", "audited", "--action", "stream.create"]);
     assert_eq!(array(&of_app).len(), 1);
-    assert_eq!(array(&ok_json(&server, &["audit", "--limit", "2"])).len(), 2);
+    assert_eq!(array(&server.cli_json(&["audit", "--limit", "2"])).len(), 2);
 }

@@ -5,61 +5,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{wait_until_live, Server, Source};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
-fn cli_json(server: &Server, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "pulse-edge {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("pulse-edge {args:?} printed no JSON ({e})"))
-}
-
 fn field<'a>(value: &'a Value, name: &str) -> &'a str {
     value[name]
         .as_str()
         .unwrap_or_else(|| panic!("no string {name:?} in {value}"))
-}
-
-/// (private PEM, public PEM file) from the openssl command line.
-fn rsa_pair(dir: &Path) -> (Vec<u8>, std::path::PathBuf) {
-    let private = dir.join("app-private.pem");
-    let public = dir.join("app-public.pem");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let private_s = private.to_str().expect("utf-8 path");
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        private_s,
-    ]);
-    run(&[
-        "pkey",
-        "-in",
-        private_s,
-        "-pubout",
-        "-out",
-        public.to_str().expect("utf-8 path"),
-    ]);
-    (std::fs::read(&private).expect("private key"), public)
 }
 
 fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, stream_id: &str) -> String {
@@ -77,30 +32,28 @@ async fn status_of(url: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_own_keys_open_its_streams_and_no_one_elses() {
     let server = Server::start();
-    let app_a = cli_json(&server, &["app", "create", "--name", "tenant-a"]);
-    let app_b = cli_json(&server, &["app", "create", "--name", "tenant-b"]);
+    let app_a = server.cli_json(&["app", "create", "--name", "tenant-a"]);
+    let app_b = server.cli_json(&["app", "create", "--name", "tenant-b"]);
     let (a, b) = (field(&app_a, "id"), field(&app_b, "id"));
     let stream_a = server.create_stream_in(a, "a-live", Some("passthrough"));
     let stream_b = server.create_stream_in(b, "b-idle", Some("passthrough"));
 
     // Keys are registered before the publish, as a customer would; the
     // server picks up CLI changes within its reload period.
-    let (rsa_private, rsa_public) = rsa_pair(server.data_dir.path());
-    let rs_key = cli_json(
-        &server,
-        &[
-            "playback-key",
-            "create",
-            "--app",
-            a,
-            "--alg",
-            "RS256",
-            "--public-key",
-            rsa_public.to_str().expect("path"),
-        ],
-    );
+    let (rsa_private, rsa_public) = common::keys::rsa_pair(server.data_dir.path());
+    let rsa_private = std::fs::read(rsa_private).expect("private key");
+    let rs_key = server.cli_json(&[
+        "playback-key",
+        "create",
+        "--app",
+        a,
+        "--alg",
+        "RS256",
+        "--public-key",
+        rsa_public.to_str().expect("path"),
+    ]);
     let rs_kid = field(&rs_key, "kid").to_owned();
-    let hs_key = cli_json(&server, &["playback-key", "create", "--app", b, "--alg", "HS256"]);
+    let hs_key = server.cli_json(&["playback-key", "create", "--app", b, "--alg", "HS256"]);
     let hs_kid = field(&hs_key, "kid").to_owned();
     let hs_secret = field(&hs_key, "secret").to_owned();
     let listed = server.cli(&["playback-key", "list", "--app", b]);

@@ -104,3 +104,31 @@ impl Packagers {
         self.writer.stats()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_options_override_only_what_they_name() {
+        let shared = Arc::new(HlsSettings::default());
+        assert!(
+            Arc::ptr_eq(&StreamOptions::default().apply(&shared), &shared),
+            "no copy when nothing changes"
+        );
+        let same = StreamOptions {
+            encrypt: Some(shared.encrypt),
+            key_rotation_segments: Some(shared.key_rotation_segments),
+        };
+        assert!(Arc::ptr_eq(&same.apply(&shared), &shared));
+        let app = StreamOptions {
+            encrypt: Some(false),
+            key_rotation_segments: Some(3),
+        }
+        .apply(&shared);
+        assert!(!app.encrypt);
+        assert_eq!(app.key_rotation_segments, 3);
+        assert_eq!(app.part_target, shared.part_target);
+        assert_eq!(app.window_segments, shared.window_segments);
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod checks;
+pub mod keys;
 pub mod playlist;
 
 use std::net::{SocketAddr, TcpListener};
@@ -143,7 +144,15 @@ impl Server {
     }
 
     pub fn create_stream(&self, name: &str, profile: Option<&str>) -> StreamInfo {
-        let mut args = vec!["stream", "create", "--name", name];
+        self.stream_create(vec!["stream", "create", "--name", name], profile)
+    }
+
+    /// `stream create` in an app (id or name).
+    pub fn create_stream_in(&self, app: &str, name: &str, profile: Option<&str>) -> StreamInfo {
+        self.stream_create(vec!["stream", "create", "--app", app, "--name", name], profile)
+    }
+
+    fn stream_create<'a>(&self, mut args: Vec<&'a str>, profile: Option<&'a str>) -> StreamInfo {
         if let Some(p) = profile {
             args.extend(["--profile", p]);
         }
@@ -448,21 +457,4 @@ pub fn read_dir_names(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-impl Server {
-    /// `stream create` in an app (id or name).
-    pub fn create_stream_in(&self, app: &str, name: &str, profile: Option<&str>) -> StreamInfo {
-        let mut args = vec!["stream", "create", "--app", app, "--name", name];
-        if let Some(p) = profile {
-            args.extend(["--profile", p]);
-        }
-        let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "stream create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("stream create prints one JSON object")
-    }
 }

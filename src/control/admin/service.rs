@@ -113,6 +113,24 @@ impl AdminService {
         outcome
     }
 
+    async fn audit_stream<T>(
+        &self,
+        who: &Principal,
+        action: &str,
+        app_id: &str,
+        stream_id: &str,
+        outcome: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.audit(
+            who,
+            action,
+            format!("stream/{stream_id}"),
+            Some(app_id.to_owned()),
+            outcome,
+        )
+        .await
+    }
+
     fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
         match profile {
             Some(name) if !self.inner.profiles.contains_key(name) => {
@@ -149,11 +167,17 @@ impl AdminService {
         }
     }
 
-    fn playback_url(&self, app_id: &str, stream_id: &str, ttl: Duration) -> Result<(String, String), ApiError> {
+    fn sign(
+        &self,
+        app_id: &str,
+        stream_id: &str,
+        ttl: Duration,
+        sid: Option<String>,
+    ) -> Result<(String, String), ApiError> {
         let token = self
             .inner
             .tokens
-            .mint_for_app(app_id, stream_id, ttl, None)
+            .mint_for_app(app_id, stream_id, ttl, sid)
             .map_err(|e| {
                 tracing::error!(error = %e, "admin API: minting a playback token failed");
                 ApiError::new(
@@ -274,7 +298,7 @@ impl AdminService {
     }
 
     fn with_key(&self, stream: Stream, key: String) -> Result<StreamWithKey, ApiError> {
-        let (_, playback_url) = self.playback_url(&stream.app_id, &stream.id, PLAYBACK_URL_TTL)?;
+        let (_, playback_url) = self.sign(&stream.app_id, &stream.id, PLAYBACK_URL_TTL, None)?;
         Ok(StreamWithKey {
             rtmp_url: self.inner.settings.public_rtmp_base.clone(),
             playback_url,
@@ -321,35 +345,12 @@ impl AdminService {
         stream_id: &str,
         body: UpdateStream,
     ) -> Result<Stream, ApiError> {
-        let outcome = async {
-            self.visible_stream(who, app_id, stream_id).await?;
-            self.check_profile(body.profile.as_ref().and_then(|p| p.as_deref()))?;
-            let disabling = body.enabled == Some(false);
-            let patch = StreamPatch {
-                name: body.name,
-                profile: body.profile,
-                enabled: body.enabled,
-            };
-            let stream = self
-                .inner
-                .store
-                .update_stream(stream_id, patch)
-                .await?
-                .ok_or_else(|| ApiError::not_found("stream"))?;
-            if disabling {
-                self.inner.live.kick(stream_id, "stream disabled");
-            }
-            Ok(stream)
-        }
-        .await;
-        self.audit(
-            who,
-            "stream.update",
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        let patch = StreamPatch {
+            name: body.name,
+            profile: body.profile,
+            enabled: body.enabled,
+        };
+        self.patch_stream(who, "stream.update", app_id, stream_id, patch).await
     }
 
     pub async fn set_enabled(
@@ -359,34 +360,40 @@ impl AdminService {
         stream_id: &str,
         enabled: bool,
     ) -> Result<Stream, ApiError> {
+        let action = if enabled { "stream.enable" } else { "stream.disable" };
+        let patch = StreamPatch {
+            enabled: Some(enabled),
+            ..StreamPatch::default()
+        };
+        self.patch_stream(who, action, app_id, stream_id, patch).await
+    }
+
+    async fn patch_stream(
+        &self,
+        who: &Principal,
+        action: &str,
+        app_id: &str,
+        stream_id: &str,
+        patch: StreamPatch,
+    ) -> Result<Stream, ApiError> {
         let outcome = async {
             self.visible_stream(who, app_id, stream_id).await?;
-            let patch = StreamPatch {
-                enabled: Some(enabled),
-                ..StreamPatch::default()
-            };
+            self.check_profile(patch.profile.as_ref().and_then(|p| p.as_deref()))?;
+            let disabling = patch.enabled == Some(false);
             let stream = self
                 .inner
                 .store
                 .update_stream(stream_id, patch)
                 .await?
                 .ok_or_else(|| ApiError::not_found("stream"))?;
-            if !enabled {
+            if disabling {
                 // Disabling means now, not at the publisher's next reconnect.
                 self.inner.live.kick(stream_id, "stream disabled");
             }
             Ok(stream)
         }
         .await;
-        let action = if enabled { "stream.enable" } else { "stream.disable" };
-        self.audit(
-            who,
-            action,
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        self.audit_stream(who, action, app_id, stream_id, outcome).await
     }
 
     pub async fn rotate_key(&self, who: &Principal, app_id: &str, stream_id: &str) -> Result<StreamWithKey, ApiError> {
@@ -403,14 +410,8 @@ impl AdminService {
             self.with_key(stream, key)
         }
         .await;
-        self.audit(
-            who,
-            "stream.rotate_key",
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        self.audit_stream(who, "stream.rotate_key", app_id, stream_id, outcome)
+            .await
     }
 
     pub async fn delete_stream(&self, who: &Principal, app_id: &str, stream_id: &str) -> Result<(), ApiError> {
@@ -423,14 +424,8 @@ impl AdminService {
             Ok(())
         }
         .await;
-        self.audit(
-            who,
-            "stream.delete",
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        self.audit_stream(who, "stream.delete", app_id, stream_id, outcome)
+            .await
     }
 
     pub async fn mint_token(
@@ -455,27 +450,12 @@ impl AdminService {
             {
                 return Err(ApiError::invalid("viewer_id must be 1–128 printable characters"));
             }
-            let token = self
-                .inner
-                .tokens
-                .mint_for_app(app_id, stream_id, Duration::from_secs(ttl), body.viewer_id)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "admin API: minting a playback token failed");
-                    ApiError::new(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "could not sign a token",
-                    )
-                })?;
+            let (token, playback_url) = self.sign(app_id, stream_id, Duration::from_secs(ttl), body.viewer_id)?;
             let expires_at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
                 + ttl;
-            let playback_url = format!(
-                "{}/live/{stream_id}/master.m3u8?token={token}",
-                self.inner.settings.public_http_base
-            );
             Ok(MintedToken {
                 token,
                 expires_at,
@@ -483,14 +463,8 @@ impl AdminService {
             })
         }
         .await;
-        self.audit(
-            who,
-            "playback_token.mint",
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        self.audit_stream(who, "playback_token.mint", app_id, stream_id, outcome)
+            .await
     }
 
     // ---- playback keys ----

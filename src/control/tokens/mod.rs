@@ -72,6 +72,20 @@ pub struct PlaybackClaims {
     pub sid: Option<String>,
 }
 
+impl PlaybackClaims {
+    /// Valid from now for `ttl`.
+    pub fn starting_now(stream_id: &str, ttl: Duration, sid: Option<String>) -> Self {
+        let now = unix_now();
+        Self {
+            sub: stream_id.to_owned(),
+            iat: now,
+            exp: now.saturating_add(ttl.as_secs()),
+            nbf: None,
+            sid,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct PlaybackTokens {
     encoding: EncodingKey,
@@ -164,15 +178,7 @@ impl PlaybackTokens {
     }
 
     pub fn mint(&self, stream_id: &str, ttl: Duration, sid: Option<String>) -> Result<String, TokenError> {
-        let now = unix_now();
-        let claims = PlaybackClaims {
-            sub: stream_id.to_owned(),
-            iat: now,
-            exp: now + ttl.as_secs(),
-            nbf: None,
-            sid,
-        };
-        self.mint_claims(&claims)
+        self.mint_claims(&PlaybackClaims::starting_now(stream_id, ttl, sid))
     }
 
     pub fn mint_claims(&self, claims: &PlaybackClaims) -> Result<String, TokenError> {
@@ -189,14 +195,7 @@ impl PlaybackTokens {
         ttl: Duration,
         sid: Option<String>,
     ) -> Result<String, TokenError> {
-        let now = unix_now();
-        let claims = PlaybackClaims {
-            sub: stream_id.to_owned(),
-            iat: now,
-            exp: now + ttl.as_secs(),
-            nbf: None,
-            sid,
-        };
+        let claims = PlaybackClaims::starting_now(stream_id, ttl, sid);
         let ring = self.ring.read();
         match ring.minting.get(app_id) {
             Some((kid, key)) => {
