@@ -118,17 +118,51 @@ async fn metrics_pass_promtool_and_follow_what_happens() {
         ) >= 1.0
     );
 
-    drop(publisher.child.kill());
+    // The live stats read ingest's counters directly; the metric, fed once a
+    // second, must still catch up with them once the session ends.
+    let ops = server.global_admin_token();
+    let (status, stats) = server.api(&ops, "GET", &format!("/live/{}", stream.id), None).await;
+    assert_eq!(status, 200, "{stats}");
+    let received = stats["ingest_bytes"].as_f64().expect("ingest_bytes");
+    assert!(stats["frames_received"].as_u64().unwrap_or(0) > 0, "{stats}");
+    assert_eq!(stats["frames_dropped"], 0, "a clean publish lost frames: {stats}");
+    let listed_parts: u64 = stats["renditions"]
+        .as_array()
+        .expect("renditions")
+        .iter()
+        .map(|r| r["parts_published"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(listed_parts > 0, "{stats}");
+    let (status, kicked) = server
+        .api(&ops, "POST", &format!("/live/{}/kick", stream.id), None)
+        .await;
+    assert_eq!((status, &kicked["kicked"]), (200, &serde_json::json!(true)), "{kicked}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let ended = loop {
         let text = scrape(&server).await;
         if value(&text, "pulse_streams_live") == 0.0 {
             promtool_check(&text);
-            break;
+            break text;
         }
         assert!(Instant::now() < deadline, "streams_live never went back to 0");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    let counted = value(&ended, "pulse_ingest_bytes_total{protocol=\"rtmp\"}");
+    assert!(
+        counted >= received,
+        "ingest bytes metric {counted} behind the {received} bytes the session had received"
+    );
+    let parts_counted = value(&ended, "pulse_hls_parts_published_total");
+    assert!(
+        parts_counted >= listed_parts as f64,
+        "parts metric {parts_counted} behind the {listed_parts} parts the live stats listed"
+    );
+    let admin_route = "pulse_http_requests_total{route=\"/api/v1/live/{stream_id}\",status=\"200\"}";
+    assert!(value(&ended, admin_route) >= 1.0, "{ended}");
+    assert!(
+        publisher.wait_timeout(Duration::from_secs(5)).is_some(),
+        "the kicked publisher kept streaming"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,9 +22,18 @@ pub struct LiveStreamStats {
     /// Over the last few seconds.
     pub input_kbps: f64,
     pub ingest_bytes: u64,
+    /// Video and audio frames ingest passed on towards the ladder.
     pub frames_received: u64,
-    /// Input video frames that never reached every rendition's encoder
-    /// (discarded by ingest or dropped in the ladder).
+    /// Input frames (video and audio) that never reached the ladder's
+    /// pipeline: thrown away by ingest (malformed, or video before its
+    /// decoder configuration; these are not in `frames_received`) or by the
+    /// ladder (video before the first keyframe, timestamps running
+    /// backwards or before the session's start, audio in a codec the ladder
+    /// was not built for, buffers the pipeline refused). Audio a profile
+    /// drops on purpose is not counted, and neither is encoder-internal frame
+    /// skipping: the ladder applies backpressure to the publisher rather than
+    /// dropping, and a rendition falling behind shows as an `encoder_speed`
+    /// below 1.0.
     pub frames_dropped: u64,
     pub renditions: Vec<RenditionStats>,
 }

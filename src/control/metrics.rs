@@ -164,6 +164,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_requests_are_counted_by_route_template_not_by_path() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let m = Metrics::new().expect("metrics");
+        let router = axum::Router::new()
+            .route("/live/{stream}/master.m3u8", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/api/v1/live/{stream_id}",
+                axum::routing::get(|| async { StatusCode::NOT_FOUND }),
+            )
+            .layer(axum::middleware::from_fn_with_state(m.clone(), track_http));
+        for path in [
+            "/live/id7f3a/master.m3u8",
+            "/live/id7f3b/master.m3u8",
+            "/api/v1/live/id7f3c",
+            "/live/id7f3d/nothing/here",
+        ] {
+            let request = Request::builder().uri(path).body(Body::empty()).expect("request");
+            router.clone().oneshot(request).await.expect("response");
+        }
+        let text = m.render().expect("render");
+        assert!(
+            text.contains("pulse_http_requests_total{route=\"/live/{stream}/master.m3u8\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulse_http_requests_total{route=\"/api/v1/live/{stream_id}\",status=\"404\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulse_http_requests_total{route=\"unmatched\",status=\"404\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulse_http_request_duration_seconds_count{route=\"/live/{stream}/master.m3u8\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("id7f3"), "a raw path became a label value:\n{text}");
+    }
+
+    #[tokio::test]
     async fn auth_failures_are_counted_by_reason_from_the_bus() {
         let m = Metrics::new().expect("metrics");
         let bus = crate::control::EventBus::new(16);

@@ -266,7 +266,7 @@ impl PublishController {
     ) {
         let packager = self.packagers.stream_with(&stream_id, options);
         live.attach_packager(packager.clone());
-        let sampler = tokio::spawn(self.clone().sample_session(live, kicked.clone()));
+        let sampler = tokio::spawn(self.clone().sample_session(live.clone(), kicked.clone()));
         // Continue the stream's timeline (plus a margin for the gap) so that
         // timestamps never run backwards across a reconnect or takeover.
         let timeline_offset = match packager.timeline_end() {
@@ -282,6 +282,7 @@ impl PublishController {
             .unwrap_or_else(SystemTime::now);
         let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
         let ladder = media::spawn_ladder(&stream_id, &profile, &ladder_settings, media_rx, ladder_tx);
+        live.attach_ladder(ladder.stats()); // telemetry: ladder drops in frames_dropped
         let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
 
         // Warnings and failures go to the event bus on their way to the packager.
@@ -332,6 +333,11 @@ impl PublishController {
         };
         watcher.abort();
         sampler.abort();
+        // telemetry: the bytes since the sampler's last tick still count.
+        self.metrics
+            .ingest_bytes
+            .with_label_values(&[live.protocol])
+            .inc_by(live.sample());
         drop(ladder);
 
         match outcome {
@@ -373,20 +379,16 @@ impl PublishController {
         loop {
             tick.tick().await;
             bytes.inc_by(live.sample());
-            let (Some(limit), Some(measured)) = (live.max_ingest_kbps, live.sustained_input_kbps()) else {
-                continue;
-            };
-            if measured > f64::from(limit) {
-                let message = format!("ingest bitrate {measured:.0} kbit/s over the app's limit of {limit} kbit/s; publisher disconnected");
+            if let Some(over) = live.over_ingest_limit() {
                 tracing::warn!(
-                    measured_kbps = measured,
-                    limit_kbps = limit,
+                    measured_kbps = over.measured_kbps,
+                    limit_kbps = over.limit_kbps,
                     "ingest bitrate over the app's limit; kicking the publisher"
                 );
                 self.events.publish(LifecycleEvent::Warning {
                     stream_id: live.stream_id.clone(),
                     session: live.session,
-                    message,
+                    message: over.message(),
                 });
                 kicked.cancel();
                 return;

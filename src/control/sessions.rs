@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use super::live::{AudioInput, LiveStreamStats, RenditionStats, VideoInput};
 use crate::hls::StreamPackager;
 use crate::ingest::{AudioConfig, IngestCounters, VideoConfig};
+use crate::media::LadderStats;
 
 /// Rates are averaged over this much time: long enough that a keyframe
 /// burst does not trip the bitrate limit, short enough to show a change.
@@ -29,6 +30,23 @@ struct Sample {
     renditions: Vec<(String, u64, u64, u64)>,
 }
 
+/// A publisher above its app's `max_ingest_kbps`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverLimit {
+    pub measured_kbps: f64,
+    pub limit_kbps: u32,
+}
+
+impl OverLimit {
+    /// For the lifecycle event (and so for webhooks later): both rates named.
+    pub fn message(&self) -> String {
+        format!(
+            "ingest bitrate {:.0} kbit/s over the app's limit of {} kbit/s; publisher disconnected",
+            self.measured_kbps, self.limit_kbps
+        )
+    }
+}
+
 pub struct LiveSession {
     pub stream_id: String,
     pub app_id: String,
@@ -40,6 +58,7 @@ pub struct LiveSession {
     started_at: SystemTime,
     started: Instant,
     packager: Mutex<Option<Arc<StreamPackager>>>,
+    ladder: Mutex<Option<Arc<LadderStats>>>,
     samples: Mutex<VecDeque<Sample>>,
 }
 
@@ -63,12 +82,28 @@ impl LiveSession {
             started_at: SystemTime::now(),
             started: Instant::now(),
             packager: Mutex::new(None),
+            ladder: Mutex::new(None),
             samples: Mutex::new(VecDeque::new()),
         }
     }
 
     pub fn attach_packager(&self, packager: Arc<StreamPackager>) {
         *self.packager.lock() = Some(packager);
+    }
+
+    pub fn attach_ladder(&self, stats: Arc<LadderStats>) {
+        *self.ladder.lock() = Some(stats);
+    }
+
+    /// Input frames thrown away before the ladder's encoders: by ingest and
+    /// by the ladder (see [`LiveStreamStats::frames_dropped`]).
+    pub fn frames_dropped(&self) -> u64 {
+        let ingest = self
+            .counters
+            .discarded_frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ladder = self.ladder.lock().as_ref().map_or(0, |l| l.frames_dropped());
+        ingest + ladder
     }
 
     /// Takes a sample now; returns the ingest bytes since the previous one.
@@ -117,6 +152,17 @@ impl LiveSession {
     pub fn sustained_input_kbps(&self) -> Option<f64> {
         let (first, last, secs) = self.span()?;
         (secs + 0.001 >= RATE_WINDOW.as_secs_f64()).then(|| kbps(last.bytes - first.bytes.min(last.bytes), secs))
+    }
+
+    /// The app's ingest bitrate limit, exceeded over a full [`RATE_WINDOW`]:
+    /// a keyframe burst at the start is averaged with what follows it.
+    pub fn over_ingest_limit(&self) -> Option<OverLimit> {
+        let limit_kbps = self.max_ingest_kbps?;
+        let measured_kbps = self.sustained_input_kbps()?;
+        (measured_kbps > f64::from(limit_kbps)).then_some(OverLimit {
+            measured_kbps,
+            limit_kbps,
+        })
     }
 
     pub fn stats(&self) -> LiveStreamStats {
@@ -188,7 +234,7 @@ impl LiveSession {
             input_kbps,
             ingest_bytes: self.counters.bytes.load(relaxed),
             frames_received: self.counters.video_frames.load(relaxed) + self.counters.audio_frames.load(relaxed),
-            frames_dropped: self.counters.discarded_frames.load(relaxed),
+            frames_dropped: self.frames_dropped(),
             renditions,
         }
     }
@@ -247,6 +293,65 @@ mod tests {
         );
         s.sample_at(t0 + Duration::from_secs(5));
         assert_eq!(s.sustained_input_kbps(), Some(16000.0));
+    }
+
+    /// Feeds `kbps` for each of `seconds`, one sample a second after `from`.
+    fn publish_at(s: &LiveSession, from: Instant, seconds: std::ops::RangeInclusive<u64>, kbps: u64) {
+        for second in seconds {
+            s.counters.bytes.fetch_add(kbps * 1000 / 8, Ordering::Relaxed);
+            s.sample_at(from + Duration::from_secs(second));
+        }
+    }
+
+    #[test]
+    fn the_bitrate_guard_judges_a_full_window_against_the_apps_limit() {
+        let t0 = Instant::now();
+        let unlimited = session(None);
+        unlimited.sample_at(t0);
+        publish_at(&unlimited, t0, 1..=6, 50_000);
+        assert_eq!(unlimited.over_ingest_limit(), None, "no limit, no kick");
+
+        let s = session(Some(1000));
+        s.sample_at(t0);
+        // A keyframe burst of 4 Mbit/s in the first second, then 500 kbit/s:
+        // over 5 s that is 1.2 Mbit/s, but no full window has passed yet...
+        publish_at(&s, t0, 1..=1, 4000);
+        publish_at(&s, t0, 2..=4, 500);
+        assert_eq!(s.over_ingest_limit(), None, "judged before a full window");
+        // ...and once the burst has left the window the publisher is fine.
+        publish_at(&s, t0, 5..=9, 500);
+        assert_eq!(s.sustained_input_kbps(), Some(500.0));
+        assert_eq!(s.over_ingest_limit(), None);
+        // Exactly at the limit is allowed; above it for a full window is not.
+        publish_at(&s, t0, 10..=14, 1000);
+        assert_eq!(s.over_ingest_limit(), None, "at the limit");
+        publish_at(&s, t0, 15..=19, 1500);
+        let over = s.over_ingest_limit().expect("over the limit");
+        assert_eq!(
+            over,
+            OverLimit {
+                measured_kbps: 1500.0,
+                limit_kbps: 1000
+            }
+        );
+        assert_eq!(
+            over.message(),
+            "ingest bitrate 1500 kbit/s over the app's limit of 1000 kbit/s; publisher disconnected"
+        );
+    }
+
+    #[test]
+    fn dropped_frames_add_ingest_discards_and_ladder_drops() {
+        let s = session(None);
+        s.counters.discarded();
+        assert_eq!(s.stats().frames_dropped, 1, "before the ladder is attached");
+        let ladder = Arc::new(LadderStats::default());
+        ladder.video_dropped();
+        ladder.audio_dropped();
+        s.attach_ladder(ladder.clone());
+        assert_eq!(s.stats().frames_dropped, 3);
+        ladder.video_dropped();
+        assert_eq!(s.frames_dropped(), 4, "read live, not copied at attach time");
     }
 
     /// The avcC record libx264 writes for a `width`×`height` stream.

@@ -178,3 +178,68 @@ pub trait PublishGate: Send + Sync + 'static {
         request: PublishRequest,
     ) -> futures::future::BoxFuture<'static, Result<PublishSession, PublishRejection>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(keyframe: bool) -> MediaPacket {
+        MediaPacket::Video(VideoFrame {
+            dts_ms: 0,
+            pts_ms: 0,
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    #[test]
+    fn counters_count_frames_and_keep_the_latest_configuration() {
+        let counters = IngestCounters::default();
+        counters.add_bytes(1200);
+        counters.add_bytes(300);
+        counters.on_packet(&MediaPacket::VideoConfig(VideoConfig::H264 {
+            avcc: Bytes::from_static(b"first"),
+        }));
+        counters.on_packet(&video(true));
+        counters.on_packet(&video(false));
+        counters.on_packet(&MediaPacket::Audio(AudioFrame {
+            pts_ms: 0,
+            data: Bytes::from_static(&[1, 2]),
+        }));
+        counters.on_packet(&MediaPacket::AudioConfig(AudioConfig::Mp3 {
+            sample_rate: 44100,
+            channels: 2,
+        }));
+        // A new decoder configuration mid-stream (an encoder restart) replaces the old one.
+        counters.on_packet(&MediaPacket::VideoConfig(VideoConfig::H264 {
+            avcc: Bytes::from_static(b"second"),
+        }));
+        counters.discarded();
+
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                load(&counters.bytes),
+                load(&counters.video_frames),
+                load(&counters.audio_frames),
+                load(&counters.discarded_frames)
+            ),
+            (1500, 2, 1, 1)
+        );
+        let tracks = counters.tracks();
+        assert_eq!(
+            tracks.video,
+            Some(VideoConfig::H264 {
+                avcc: Bytes::from_static(b"second")
+            })
+        );
+        assert_eq!(
+            tracks.audio,
+            Some(AudioConfig::Mp3 {
+                sample_rate: 44100,
+                channels: 2
+            })
+        );
+        assert_eq!(tracks.metadata, None);
+    }
+}

@@ -1,6 +1,7 @@
 //! One ladder per stream: discover the tracks, build the pipeline, feed it,
 //! and always tear it down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use super::codec::{parse_asc, parse_avcc};
 use super::output::{EventSink, Track};
 use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
+use super::stats::LadderStats;
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
 
@@ -36,6 +38,7 @@ pub struct LadderSettings {
 pub struct LadderHandle {
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    stats: Arc<LadderStats>,
 }
 
 impl LadderHandle {
@@ -45,6 +48,12 @@ impl LadderHandle {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+
+    /// Counters that outlive the handle (the control plane reads them for
+    /// as long as the session is listed).
+    pub fn stats(&self) -> Arc<LadderStats> {
+        self.stats.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -82,8 +91,10 @@ pub fn spawn_ladder(
     output: mpsc::Sender<LadderEvent>,
 ) -> LadderHandle {
     let stop = CancellationToken::new();
+    let stats = Arc::new(LadderStats::default());
     let ladder = Ladder {
         stream_id: stream_id.to_string(),
+        stats: stats.clone(),
         profile: profile.clone(),
         settings: settings.clone(),
         events: EventSink {
@@ -95,11 +106,16 @@ pub fn spawn_ladder(
     };
     let span = tracing::info_span!("ladder", stream_id = %stream_id);
     let task = tokio::spawn(ladder.run(input).instrument(span));
-    LadderHandle { stop, task: Some(task) }
+    LadderHandle {
+        stop,
+        task: Some(task),
+        stats,
+    }
 }
 
 struct Ladder {
     stream_id: String,
+    stats: Arc<LadderStats>,
     profile: LadderProfile,
     settings: LadderSettings,
     events: EventSink,
@@ -122,6 +138,7 @@ struct Discovery {
     video_config: Option<Bytes>,
     audio_config: Option<AudioConfig>,
     buffered: Vec<MediaPacket>,
+    stats: Arc<LadderStats>,
     first_ts: Option<i64>,
     last_ts: Option<i64>,
     seen_video_key: bool,
@@ -155,12 +172,16 @@ impl Discovery {
                 if self.video_config.is_some() && (self.seen_video_key || frame.keyframe) {
                     self.seen_video_key = true;
                     self.buffered.push(MediaPacket::Video(frame));
+                } else {
+                    self.stats.video_dropped();
                 }
             }
             MediaPacket::Audio(frame) => {
                 self.note_ts(frame.pts_ms);
                 if self.audio_config.is_some() {
                     self.buffered.push(MediaPacket::Audio(frame));
+                } else if audio_wanted {
+                    self.stats.audio_dropped();
                 }
             }
         }
@@ -253,7 +274,10 @@ impl Ladder {
     async fn run_inner(&self, mut input: mpsc::Receiver<MediaPacket>) -> Result<(), String> {
         super::init().map_err(|e| e.to_string())?;
         let audio_wanted = self.profile.audio == AudioMode::Copy;
-        let mut discovery = Discovery::default();
+        let mut discovery = Discovery {
+            stats: self.stats.clone(),
+            ..Discovery::default()
+        };
         let mut input_open = true;
         while !discovery.ready() {
             tokio::select! {
@@ -505,6 +529,7 @@ struct Feeder {
     /// (e.g. AAC after an MP3 start); its frames are dropped meanwhile.
     audio_codec_matches: bool,
     dropped: u64,
+    stats: Arc<LadderStats>,
     last_source_key_ms: Option<i64>,
     long_gop_limit_ms: i64,
     long_gop_seen: bool,
@@ -541,6 +566,7 @@ impl Feeder {
             built_audio: discovery.audio_config.clone(),
             audio_codec_matches: true,
             dropped: 0,
+            stats: discovery.stats.clone(),
             last_source_key_ms: None,
             long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
             long_gop_seen: false,
@@ -569,7 +595,11 @@ impl Feeder {
             .map(|ms| gst::ClockTime::from_mseconds(ms) + self.timeline_offset)
     }
 
-    fn drop_packet(&mut self, why: &str) {
+    fn drop_packet(&mut self, track: Track, why: &str) {
+        match track {
+            Track::Video => self.stats.video_dropped(),
+            Track::Audio => self.stats.audio_dropped(),
+        }
         self.dropped += 1;
         if self.dropped.is_power_of_two() {
             tracing::warn!(dropped = self.dropped, "dropping input packet: {why}");
@@ -590,13 +620,13 @@ impl Feeder {
                     return;
                 };
                 if !self.video_started && !frame.keyframe {
-                    return;
+                    return self.stats.video_dropped();
                 }
                 if self.last_video_dts.is_some_and(|last| frame.dts_ms < last) {
-                    return self.drop_packet("video decode time went backwards");
+                    return self.drop_packet(Track::Video, "video decode time went backwards");
                 }
                 let (Some(dts), Some(pts)) = (self.timeline_ns(frame.dts_ms), self.timeline_ns(frame.pts_ms)) else {
-                    return self.drop_packet("video timestamp before the ladder start");
+                    return self.drop_packet(Track::Video, "video timestamp before the ladder start");
                 };
                 self.video_started = true;
                 self.last_video_dts = Some(frame.dts_ms);
@@ -618,7 +648,7 @@ impl Feeder {
                 }
                 self.arrivals.record(Track::Video, pts.nseconds());
                 if src.push(buffer).is_err() {
-                    self.drop_packet("video appsrc refused the buffer");
+                    self.drop_packet(Track::Video, "video appsrc refused the buffer");
                 }
             }
             MediaPacket::Audio(frame) => {
@@ -626,13 +656,16 @@ impl Feeder {
                     return;
                 };
                 if !self.audio_codec_matches {
-                    return self.drop_packet("audio codec differs from the one the ladder was built for");
+                    return self.drop_packet(
+                        Track::Audio,
+                        "audio codec differs from the one the ladder was built for",
+                    );
                 }
                 if self.last_audio_pts.is_some_and(|last| frame.pts_ms < last) {
-                    return self.drop_packet("audio timestamp went backwards");
+                    return self.drop_packet(Track::Audio, "audio timestamp went backwards");
                 }
                 let Some(pts) = self.timeline_ns(frame.pts_ms) else {
-                    return self.drop_packet("audio timestamp before the ladder start");
+                    return self.drop_packet(Track::Audio, "audio timestamp before the ladder start");
                 };
                 self.last_audio_pts = Some(frame.pts_ms);
                 let mut buffer = gst::Buffer::from_slice(frame.data);
@@ -641,7 +674,7 @@ impl Feeder {
                 }
                 self.arrivals.record(Track::Audio, pts.nseconds());
                 if src.push(buffer).is_err() {
-                    self.drop_packet("audio appsrc refused the buffer");
+                    self.drop_packet(Track::Audio, "audio appsrc refused the buffer");
                 }
             }
         }

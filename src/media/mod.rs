@@ -10,6 +10,7 @@ mod ladder;
 mod output;
 pub(crate) mod pipeline;
 mod profile;
+mod stats;
 mod types;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use ladder::{spawn_ladder, LadderHandle, LadderSettings};
 pub use profile::{
     load_profile, load_profiles, AudioMode, EncoderSettings, LadderProfile, RungProfile, ScalerSettings,
 };
+pub use stats::LadderStats;
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]

@@ -122,6 +122,14 @@ fn flv_packets(path: &Path) -> Vec<MediaPacket> {
 }
 
 async fn run_ladder(packets: Vec<MediaPacket>, profile: &LadderProfile, settings: &LadderSettings) -> Vec<LadderEvent> {
+    run_ladder_with_stats(packets, profile, settings).await.0
+}
+
+async fn run_ladder_with_stats(
+    packets: Vec<MediaPacket>,
+    profile: &LadderProfile,
+    settings: &LadderSettings,
+) -> (Vec<LadderEvent>, std::sync::Arc<LadderStats>) {
     init().expect("gstreamer ready");
     let (input_tx, input_rx) = mpsc::channel(64);
     let (output_tx, mut output_rx) = mpsc::channel(64);
@@ -147,8 +155,9 @@ async fn run_ladder(packets: Vec<MediaPacket>, profile: &LadderProfile, settings
         .await
         .expect("ladder ends in time");
     feeder.await.expect("feeder");
+    let stats = handle.stats();
     handle.stop().await;
-    events
+    (events, stats)
 }
 
 struct Rendition {
@@ -529,4 +538,41 @@ fn plans_rungs_below_source_with_passthrough_on_top() {
     no_copy.passthrough = false;
     let plan = pipeline::plan_video(&no_copy, 640, 360, None);
     assert!(plan.iter().all(|r| matches!(r.kind, pipeline::RungKind::Encode { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_the_ladder_throws_away_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "drops.flv", Some(30), false);
+    let mut packets = flv_packets(&flv);
+    let is_video = |p: &MediaPacket| matches!(p, MediaPacket::Video(_));
+    let first_key = packets
+        .iter()
+        .position(|p| matches!(p, MediaPacket::Video(f) if f.keyframe))
+        .expect("a keyframe");
+    // Without its first keyframe the stream opens on delta frames, which
+    // no decoder can use: each is dropped until the next keyframe.
+    packets.remove(first_key);
+    let second_key = packets
+        .iter()
+        .position(|p| matches!(p, MediaPacket::Video(f) if f.keyframe))
+        .expect("a second keyframe");
+    let leading_deltas = packets[first_key..second_key].iter().filter(|p| is_video(p)).count() as u64;
+    assert!(leading_deltas > 0);
+    // A frame replayed later has a decode time that runs backwards.
+    let replayed = packets[second_key].clone();
+    packets.insert(second_key + 10, replayed);
+
+    let (events, stats) = run_ladder_with_stats(packets, &passthrough_profile(), &settings(1000)).await;
+    assert!(
+        matches!(events.last(), Some(LadderEvent::Ended(Ok(())))),
+        "{:?}",
+        events.last()
+    );
+    assert_eq!(stats.video_frames_dropped(), leading_deltas + 1);
+    assert_eq!(stats.audio_frames_dropped(), 0);
+}
+
+fn passthrough_profile() -> LadderProfile {
+    load_profile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/passthrough.toml")).expect("passthrough.toml")
 }

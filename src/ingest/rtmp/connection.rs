@@ -519,6 +519,7 @@ impl Connection {
             Ok(AudioTag::AacRaw(data)) => {
                 if !matches!(publishing.audio_config, Some(AudioConfig::Aac { .. })) {
                     publishing.dropped_before_config += 1;
+                    publishing.session.counters.discarded();
                     debug!("audio frame before AAC sequence header dropped");
                     return Ok(Flow::Continue);
                 }
