@@ -66,14 +66,15 @@ impl Metrics {
         for reason in DenyReason::ALL {
             auth_failures.with_label_values(&[reason.as_str()]);
         }
-        let hls = crate::hls::metrics::metrics();
         registry.register(Box::new(streams_live.clone()))?;
         registry.register(Box::new(ingest_bytes.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
-        registry.register(Box::new(hls.parts_published.clone()))?;
-        registry.register(Box::new(hls.part_publish_lag.clone()))?;
+        if let Some(hls) = crate::hls::metrics::metrics() {
+            registry.register(Box::new(hls.parts_published.clone()))?;
+            registry.register(Box::new(hls.part_publish_lag.clone()))?;
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Arc::new(Self {

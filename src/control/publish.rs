@@ -43,7 +43,6 @@ pub struct PublishSettings {
 
 struct ActivePublish {
     session: u64,
-    app_id: String,
     live: Arc<LiveSession>,
     kicked: CancellationToken,
     /// Set right after the session task is spawned.
@@ -176,7 +175,7 @@ impl PublishController {
                 // last slot; a takeover replaces its own stream and is not counted.
                 let others = active
                     .iter()
-                    .filter(|(id, a)| a.app_id == granted.app_id && **id != stream_id)
+                    .filter(|(id, a)| a.live.app_id == granted.app_id && **id != stream_id)
                     .count();
                 if others >= max as usize {
                     drop(active);
@@ -194,7 +193,6 @@ impl PublishController {
                 stream_id.clone(),
                 ActivePublish {
                     session,
-                    app_id: granted.app_id.clone(),
                     live: live.clone(),
                     kicked: kicked.clone(),
                     task: None,
@@ -431,7 +429,7 @@ impl LiveStreams for PublishController {
             .active
             .lock()
             .values()
-            .filter(|a| app_id.is_none_or(|app| a.app_id == app))
+            .filter(|a| app_id.is_none_or(|app| a.live.app_id == app))
             .map(|a| a.live.clone())
             .collect();
         let mut stats: Vec<LiveStreamStats> = sessions.iter().map(|s| s.stats()).collect();

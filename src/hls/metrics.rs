@@ -13,35 +13,37 @@ pub struct HlsMetrics {
 }
 
 /// One set per process: every stream's packager adds to the same series.
-pub fn metrics() -> &'static HlsMetrics {
-    static METRICS: OnceLock<HlsMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| HlsMetrics {
-        parts_published: IntCounter::new("pulse_hls_parts_published_total", "LL-HLS parts listed in a playlist")
-            .unwrap_or_else(|_| unreachable_metric()),
-        part_publish_lag: Histogram::with_opts(
-            HistogramOpts::new(
-                "pulse_hls_part_publish_lag_seconds",
-                "From the arrival of the last source frame a part covers to the part being listed",
+/// `None` only if the crate refused the constant definitions below (the
+/// unit test proves it does not); packaging never fails over metrics.
+pub fn metrics() -> Option<&'static HlsMetrics> {
+    static METRICS: OnceLock<Option<HlsMetrics>> = OnceLock::new();
+    METRICS
+        .get_or_init(|| {
+            let parts_published =
+                IntCounter::new("pulse_hls_parts_published_total", "LL-HLS parts listed in a playlist").ok()?;
+            let part_publish_lag = Histogram::with_opts(
+                HistogramOpts::new(
+                    "pulse_hls_part_publish_lag_seconds",
+                    "From the arrival of the last source frame a part covers to the part being listed",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
+                ]),
             )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
-            ]),
-        )
-        .unwrap_or_else(|_| unreachable_metric()),
-    })
-}
-
-/// The names and buckets above are constants that the crate accepts; a
-/// failure here is a programming error caught by the unit test below.
-fn unreachable_metric<T>() -> T {
-    panic!("invalid constant metric definition in hls::metrics")
+            .ok()?;
+            Some(HlsMetrics {
+                parts_published,
+                part_publish_lag,
+            })
+        })
+        .as_ref()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn metric_definitions_are_valid() {
-        let m = super::metrics();
+        let m = super::metrics().expect("constant definitions are valid");
         m.parts_published.inc();
         m.part_publish_lag.observe(0.12);
         assert!(m.parts_published.get() >= 1);

@@ -334,10 +334,11 @@ impl StreamPackager {
             state.part_lag.record(lag, chunk.encoder_delay);
         }
         drop(state);
-        let metrics = super::metrics::metrics();
-        metrics.parts_published.inc();
-        if let Some(lag) = lag {
-            metrics.part_publish_lag.observe(lag.as_secs_f64());
+        if let Some(metrics) = super::metrics::metrics() {
+            metrics.parts_published.inc();
+            if let Some(lag) = lag {
+                metrics.part_publish_lag.observe(lag.as_secs_f64());
+            }
         }
 
         tracing::trace!(
