@@ -5,6 +5,7 @@
 
 mod codec;
 mod encoder_delay;
+mod fallback;
 mod keys;
 mod ladder;
 mod output;
@@ -48,14 +49,13 @@ pub enum MediaError {
 }
 
 /// Elements every ladder may use, with the Debian package that ships them.
-const REQUIRED_ELEMENTS: [(&str, &str); 18] = [
+const REQUIRED_ELEMENTS: [(&str, &str); 17] = [
     ("appsrc", "gstreamer1.0-plugins-base"),
     ("appsink", "gstreamer1.0-plugins-base"),
     ("videoconvert", "gstreamer1.0-plugins-base"),
     ("videoscale", "gstreamer1.0-plugins-base"),
     ("tee", "libgstreamer1.0-0"),
     ("queue", "libgstreamer1.0-0"),
-    ("valve", "libgstreamer1.0-0"),
     ("capsfilter", "libgstreamer1.0-0"),
     ("aacparse", "gstreamer1.0-plugins-good"),
     ("h264parse", "gstreamer1.0-plugins-bad"),

@@ -134,7 +134,7 @@ impl RenditionRouter {
         let Some(switch) = state.switch_pts_ns else {
             return match producer {
                 Producer::Primary => vec![event],
-                // Cannot happen (the fallback valve opens only at the switch);
+                // Cannot happen (the fallback gate opens only at the switch);
                 // never mix two producers' chunks under one init.
                 Producer::Fallback => Vec::new(),
             };

@@ -5,7 +5,7 @@
 //!                                                                        is decoded: no queue, and a
 //!                                                                        direct pad, not an appsrc)
 //!                  └─ queue ─ h264parse ─ avdec_h264 ─[keys]─ videoconvert ─ I420 ─ tee₀
-//! tee₀ ─ queue ─ valve ─ x264enc ─ h264parse ─ cmafmux ─ appsink         (long-GOP fallback)
+//! tee₀ ─ queue ─[gate]─ x264enc ─ h264parse ─ cmafmux ─ appsink         (long-GOP fallback)
 //! tee₀ ─ queue ─ videoscale ─ caps ─ teeₙ ─ queue ─ x264enc ─ … appsink  (each rung; teeₙ feeds
 //!                                                                        the next smaller rung)
 //! audio pad ─ aacparse ─ cmafmux ─ appsink                              (AAC: copied, pushed directly)
@@ -22,6 +22,7 @@ use gstreamer_app as gst_app;
 
 use super::codec::{h264_level_for, x264_profile_bytes, AacInfo, AvcInfo};
 use super::encoder_delay::EncoderClock;
+use super::fallback::FallbackGate;
 use super::keys::{drop_upstream_key_requests, install_key_probe, KeyPlanner};
 use super::ladder::LadderSettings;
 use super::output::{attach_appsink, EventSink, Producer, RenditionRouter, Track};
@@ -629,21 +630,21 @@ pub(crate) fn build(
                     if let (true, Some(raw)) = (profile.long_gop_fallback, raw_tee.as_ref()) {
                         let ftag = format!("{tag}-fallback");
                         let q = builder.queue(&format!("queue-{ftag}"))?;
-                        let valve = builder.add("valve", &format!("valve-{ftag}"))?;
-                        valve.set_property("drop", true);
-                        // EOS must still reach the idle fallback's sink, or
-                        // the pipeline never reports end of stream.
-                        set_text_property(&valve, "drop-mode", "forward-sticky-events")?;
                         let (enc, _) = builder.x264(&ftag, rung.width, rung.height, video.fps, fallback_kbps)?;
                         let mux = builder.mux_and_sink(&ftag, &router, Producer::Fallback, Track::Video)?;
-                        let mut chain: Vec<&gst::Element> = vec![raw, &q, &valve];
+                        let mut chain: Vec<&gst::Element> = vec![raw, &q];
                         chain.extend(enc.iter());
                         chain.push(&mux);
                         link_all(&chain)?;
+                        let gate = FallbackGate::new();
+                        let gate_pad = q
+                            .static_pad("src")
+                            .ok_or_else(|| "fallback queue has no src pad".to_string())?;
+                        gate.install(&gate_pad);
                         let name = rung.name.clone();
                         let stream = stream_id.to_string();
                         switch_hooks.push(Box::new(move |pts_ns| {
-                            valve.set_property("drop", false);
+                            gate.open_from(pts_ns);
                             tracing::warn!(stream_id = %stream, rendition = %name, pts_ns,
                                 "source keyframe interval too long; encoding the top rung");
                         }));
