@@ -53,6 +53,7 @@ pub struct Config {
     pub hls: HlsConfig,
     pub playback: PlaybackConfig,
     pub auth: AuthConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +94,23 @@ pub struct PlaybackConfig {
     pub default_token_ttl_secs: u64,
     /// Seconds of clock skew tolerated when checking `exp`/`nbf`.
     pub token_leeway_secs: u64,
+}
+
+/// The admin API (`/api/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Larger request bodies get 413. The largest legitimate one is a custom
+    /// ladder's TOML, a few KiB.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Who decides whether a publish is allowed.
@@ -156,6 +174,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             playback: PlaybackConfig::default(),
             auth: AuthConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -289,6 +308,11 @@ impl Config {
         if a.failed_attempts_per_minute == 0 || a.failed_attempts_burst == 0 {
             return Err(ConfigError::Invalid(
                 "auth.failed_attempts_per_minute and auth.failed_attempts_burst must be at least 1".into(),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.admin.body_limit_bytes) {
+            return Err(ConfigError::Invalid(
+                "admin.body_limit_bytes must be between 1024 and 16777216".into(),
             ));
         }
         if !self.public_url.is_empty() && !self.public_url.starts_with("http") {
@@ -457,5 +481,23 @@ mod tests {
         );
         let err = Config::from_layers(None, &env(&[("PULSE_RTMP_LISTEN", "nope")])).expect_err("bad addr");
         assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn the_admin_body_limit_is_configurable_within_bounds() {
+        assert_eq!(
+            Config::from_layers(None, &[]).expect("defaults").admin.body_limit_bytes,
+            65536
+        );
+        let c = Config::from_layers(
+            Some((PathBuf::from("x.toml"), "[admin]\nbody_limit_bytes = 4096\n")),
+            &[],
+        )
+        .expect("file");
+        assert_eq!(c.admin.body_limit_bytes, 4096);
+        let c = Config::from_layers(None, &env(&[("PULSE_ADMIN_BODY_LIMIT_BYTES", "2048")])).expect("env");
+        assert_eq!(c.admin.body_limit_bytes, 2048);
+        let err = Config::from_layers(None, &env(&[("PULSE_ADMIN_BODY_LIMIT_BYTES", "10")])).expect_err("too small");
+        assert!(err.to_string().contains("admin.body_limit_bytes"), "{err}");
     }
 }

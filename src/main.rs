@@ -230,6 +230,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         control::admin::AdminSettings {
             public_http_base: config.public_http_base(),
             public_rtmp_base: config.public_rtmp_base(),
+            body_limit_bytes: config.admin.body_limit_bytes,
         },
         Arc::new(media::readiness),
     );

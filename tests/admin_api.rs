@@ -154,7 +154,7 @@ async fn an_operator_onboards_a_customer_and_runs_its_stream_from_the_api_alone(
         )
         .await;
     assert_eq!(status, 200);
-    exits_within(&mut publisher, Duration::from_secs(3), "disable");
+    exits_within(&mut publisher, Duration::from_secs(2), "disable");
     let mut again = tiny().publish(&format!("rtmp://{}/live/{key}", server.rtmp));
     let out = exits_within(&mut again, Duration::from_secs(10), "a publish of a disabled stream");
     assert!(out.contains("stream is disabled"), "{out}");
@@ -179,7 +179,7 @@ async fn an_operator_onboards_a_customer_and_runs_its_stream_from_the_api_alone(
         .api(&acme, "POST", &format!("/live/{stream_id}/kick"), None)
         .await;
     assert_eq!((status, &kicked["kicked"]), (200, &json!(true)));
-    exits_within(&mut third, Duration::from_secs(3), "kick");
+    exits_within(&mut third, Duration::from_secs(2), "kick");
 
     // Each of the customer's mutations is in the audit log, with its token and address.
     let (_, audit) = server
@@ -209,6 +209,30 @@ async fn an_operator_onboards_a_customer_and_runs_its_stream_from_the_api_alone(
             .all(|e| e["ip"] == "127.0.0.1" && e["result"] == "ok"),
         "{audit}"
     );
+
+    // Secrets are shown once, by the answer that made them: never in a
+    // listing, the audit log or the server's log.
+    let hs256 = id(&pk, "/secret");
+    let mut seen = server.log();
+    for path in [
+        format!("/apps/{app_id}/streams"),
+        format!("/apps/{app_id}/streams/{stream_id}"),
+        format!("/apps/{app_id}/playback-keys"),
+        "/admin-tokens".to_owned(),
+        "/audit?limit=1000".to_owned(),
+    ] {
+        let (status, listed) = server.api(&ops, "GET", &path, None).await;
+        assert_eq!(status, 200, "{path}");
+        seen.push_str(&listed.to_string());
+    }
+    for (what, secret) in [
+        ("stream key", &key),
+        ("admin token", &acme),
+        ("global token", &ops),
+        ("HS256 secret", &hs256),
+    ] {
+        assert!(!seen.contains(secret.as_str()), "the {what} shows after its creation");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,6 +459,7 @@ async fn malformed_input_gets_a_4xx_json_error_never_a_5xx() {
     let cases: Vec<BadRequest> = vec![
         ("POST", "/apps", json_ct, b"{".to_vec(), 400),
         ("POST", "/apps", json_ct, b"[]".to_vec(), 422),
+        ("POST", "/apps", json_ct, br#"["positional"]"#.to_vec(), 422),
         ("POST", "/apps", json_ct, b"null".to_vec(), 422),
         ("POST", "/apps", json_ct, br#"{"name":"x","surprise":1}"#.to_vec(), 422),
         (
@@ -513,15 +538,27 @@ async fn malformed_input_gets_a_4xx_json_error_never_a_5xx() {
             422,
         ),
         ("GET", "/apps/%00", None, Vec::new(), 404),
+        ("GET", "/apps/%FF", None, Vec::new(), 404),
+        (
+            "POST",
+            "/apps/app_default/streams/%C3%28/disable",
+            None,
+            Vec::new(),
+            404,
+        ),
         ("GET", "/apps/..%2F..%2Fetc", None, Vec::new(), 404),
         ("GET", "/apps/app_nope", None, Vec::new(), 404),
         ("DELETE", "/apps/app_default", None, Vec::new(), 422),
         ("GET", "/audit?since_ms=yesterday", None, Vec::new(), 400),
         ("GET", "/audit?result=maybe", None, Vec::new(), 422),
         ("GET", "/audit?limit=-5", None, Vec::new(), 400),
+        ("GET", "/audit?limit=0", None, Vec::new(), 422),
+        ("GET", "/audit?limit=5000", None, Vec::new(), 422),
         ("PUT", "/apps", json_ct, b"{}".to_vec(), 405),
         ("GET", "/no/such/route", None, Vec::new(), 404),
+        ("GET", "/", None, Vec::new(), 404),
     ];
+    let refused_app_creates = cases.iter().filter(|(m, p, ..)| *m == "POST" && *p == "/apps").count();
     for (method, path, content_type, body, expected) in cases {
         let response = send(method, path, content_type, body).await.expect("request");
         let status = response.status().as_u16();
@@ -533,6 +570,14 @@ async fn malformed_input_gets_a_4xx_json_error_never_a_5xx() {
             "{method} {path}: {parsed}"
         );
     }
+    // Refused mutations are audited whatever refused them, the body included.
+    let (_, audit) = server
+        .api(&ops, "GET", "/audit?action=app.create&result=error&limit=1000", None)
+        .await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(refused_app_creates), "{audit}");
+    let (_, audit) = server.api(&ops, "GET", "/audit?action=stream.disable", None).await;
+    assert_eq!(audit[0]["target"], "stream/%C3%28", "{audit}");
+
     // Bad credentials of every shape: 401, never 5xx.
     for header in [
         "Bearer",
@@ -561,4 +606,16 @@ async fn malformed_input_gets_a_4xx_json_error_never_a_5xx() {
     assert!(body.contains("\"ready\""), "{body}");
     let (status, _) = common::get_text(&format!("{}/livez", server.base())).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_limit_follows_the_configuration() {
+    let server = Server::start_with(&[("PULSE_ADMIN_BODY_LIMIT_BYTES", "2048")]);
+    let ops = server.global_admin_token();
+    let (status, body) = server
+        .api(&ops, "POST", "/apps", Some(json!({ "name": "n".repeat(3000) })))
+        .await;
+    assert_eq!((status, &body["error"]), (413, &json!("payload_too_large")), "{body}");
+    let (status, body) = server.api(&ops, "POST", "/apps", Some(json!({ "name": "fits" }))).await;
+    assert_eq!(status, 201, "{body}");
 }

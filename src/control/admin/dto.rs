@@ -22,6 +22,7 @@ pub struct CreateApp {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// A profile in `pipelines/`.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub profile: Option<String>,
     /// The TOML of a ladder profile, the app's own.
     pub custom_ladder: Option<String>,
@@ -39,7 +40,7 @@ pub struct UpdateApp {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub profile: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, nullable)]
@@ -63,26 +64,32 @@ pub struct CreateStream {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     pub name: String,
     /// Overrides the app's ladder.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub profile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStream {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub profile: Option<Option<String>>,
     /// `false` also disconnects a live publisher at once.
     pub enabled: Option<bool>,
 }
 
 /// A stream with its key: only in the answer that creates or rotates it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct StreamWithKey {
     pub stream: Stream,
     /// Shown only now; stored as a hash.
@@ -101,7 +108,7 @@ pub struct CreatePlaybackKey {
     pub public_key_pem: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedPlaybackKey {
     pub key: PlaybackKey,
     /// HS256 only, shown only now: the HMAC key is this text.
@@ -114,7 +121,8 @@ pub struct MintToken {
     /// Lifetime in seconds (default 3600, at most 30 days).
     #[schema(minimum = 1, maximum = 2592000)]
     pub ttl_secs: Option<u64>,
-    /// Becomes the token's `sid` claim.
+    /// Becomes the token's `sid` claim: 1–128 printable characters.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub viewer_id: Option<String>,
 }
 
@@ -133,14 +141,14 @@ pub struct CreateAdminToken {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     pub name: String,
     /// Scope the token to one app; absent: a global token.
     pub app_id: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedAdminToken {
     pub token: AdminToken,
     /// Shown only now; stored as a hash.
@@ -163,6 +171,7 @@ pub struct AuditQuery {
     pub app_id: Option<String>,
     pub target: Option<String>,
     /// `ok` or `error`.
+    #[param(pattern = "^(ok|error)$")]
     pub result: Option<String>,
     /// Unix milliseconds, inclusive.
     pub since_ms: Option<i64>,
@@ -177,4 +186,70 @@ pub struct AuditQuery {
 #[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     pub app_id: Option<String>,
+}
+
+/// The answers that carry a secret print without it, so that a stray `{:?}`
+/// in a log line cannot leak one.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for StreamWithKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWithKey")
+            .field("stream", &self.stream)
+            .field("stream_key", &REDACTED)
+            .field("rtmp_url", &self.rtmp_url)
+            .field("playback_url", &self.playback_url)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedPlaybackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedPlaybackKey")
+            .field("key", &self.key)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedAdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedAdminToken")
+            .field("token", &self.token)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_with_secrets_debug_print_without_them() {
+        let token = CreatedAdminToken {
+            token: AdminToken {
+                id: "at_1".into(),
+                name: "ops".into(),
+                app_id: None,
+                prefix: "pe_admin_abcd…".into(),
+                created_at: 0,
+                revoked: false,
+            },
+            secret: "pe_admin_abcdsecretsecret".into(),
+        };
+        let key = CreatedPlaybackKey {
+            key: PlaybackKey {
+                kid: "pk_1".into(),
+                app_id: "app_1".into(),
+                algorithm: KeyAlgorithm::HS256,
+                public_key_pem: None,
+                created_at: 0,
+            },
+            secret: Some("hs256secretsecret".into()),
+        };
+        let printed = format!("{token:?} {key:?}");
+        assert!(!printed.contains("secretsecret"), "{printed}");
+        assert!(printed.contains("at_1") && printed.contains("pk_1"), "{printed}");
+    }
 }

@@ -2,12 +2,15 @@
 //! its OpenAPI document, and the liveness and readiness probes. Handlers are
 //! thin over [`AdminService`], which holds the rules and is tested without HTTP.
 
+mod audit;
 mod auth;
 mod csv;
 mod dto;
 mod error;
+mod health;
 mod json;
 mod openapi;
+mod path;
 mod routes;
 mod service;
 #[cfg(test)]
@@ -15,16 +18,16 @@ mod tests;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 
 pub use auth::Principal;
 pub use error::ApiError;
 pub use service::{AdminService, AdminSettings, ReadinessProbe};
 
-/// Admin request bodies are small JSON documents (a custom ladder is the largest).
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// Admin request bodies are small JSON documents (a custom ladder is the
+/// largest); `admin.body_limit_bytes` in the configuration.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// `/api/v1/…` plus `/livez` and `/readyz`.
 pub fn router(service: AdminService) -> Router {
@@ -65,26 +68,12 @@ pub fn router(service: AdminService) -> Router {
                 "method not allowed here",
             )
         })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(service.body_limit_bytes()));
     Router::new()
         .nest("/api/v1", api)
-        .route(
-            "/livez",
-            get(|| async { Json(serde_json::json!({ "status": "alive" })) }),
-        )
-        .route("/readyz", get(readyz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        // `nest` leaves the bare prefix with a slash to the outer router.
+        .route("/api/v1/", any(|| async { ApiError::not_found("route") }))
         .with_state(service)
-}
-
-async fn readyz(axum::extract::State(service): axum::extract::State<AdminService>) -> impl IntoResponse {
-    match service.readiness().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
-        Err((check, reason)) => {
-            tracing::warn!(check, %reason, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "not_ready", "failed": check, "reason": reason })),
-            )
-        }
-    }
 }

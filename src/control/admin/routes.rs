@@ -2,22 +2,38 @@
 //! its OpenAPI description.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
+use super::audit::{self, Attempt};
 use super::auth::Principal;
 use super::dto::*;
 use super::error::{ApiError, ErrorBody};
 use super::json::Body;
+use super::path::Path;
 use super::service::AdminService;
 use crate::control::live::LiveStreamStats;
 use crate::control::model::{AdminToken, App, AuditEntry, PlaybackKey, Stream};
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// A mutation's body; one that cannot be read (malformed, too large, not
+/// JSON) is refused, and audited like any refusal after authentication.
+async fn read<T>(
+    s: &AdminService,
+    who: &Principal,
+    body: Result<Body<T>>,
+    attempt: impl FnOnce() -> Attempt,
+) -> Result<T> {
+    match body {
+        Ok(Body(value)) => Ok(value),
+        Err(refusal) => s.refused(who, attempt(), refusal).await,
+    }
+}
 
 /// Query strings, with rejections as our JSON errors.
 pub struct Query<T>(pub T);
@@ -46,8 +62,9 @@ pub async fn list_apps(State(s): State<AdminService>, who: Principal) -> Result<
 pub async fn create_app(
     State(s): State<AdminService>,
     who: Principal,
-    Body(body): Body<CreateApp>,
+    body: Result<Body<CreateApp>>,
 ) -> Result<(StatusCode, Json<App>)> {
+    let body = read(&s, &who, body, || Attempt::new(audit::APP_CREATE, "app", None)).await?;
     s.create_app(&who, body).await.map(|a| (StatusCode::CREATED, Json(a)))
 }
 
@@ -66,8 +83,12 @@ pub async fn update_app(
     State(s): State<AdminService>,
     who: Principal,
     Path(app_id): Path<String>,
-    Body(body): Body<UpdateApp>,
+    body: Result<Body<UpdateApp>>,
 ) -> Result<Json<App>> {
+    let body = read(&s, &who, body, || {
+        Attempt::new(audit::APP_UPDATE, format!("app/{app_id}"), Some(&app_id))
+    })
+    .await?;
     s.update_app(&who, &app_id, body).await.map(Json)
 }
 
@@ -102,8 +123,12 @@ pub async fn create_stream(
     State(s): State<AdminService>,
     who: Principal,
     Path(app_id): Path<String>,
-    Body(body): Body<CreateStream>,
+    body: Result<Body<CreateStream>>,
 ) -> Result<(StatusCode, Json<StreamWithKey>)> {
+    let body = read(&s, &who, body, || {
+        Attempt::new(audit::STREAM_CREATE, "stream", Some(&app_id))
+    })
+    .await?;
     s.create_stream(&who, &app_id, body)
         .await
         .map(|c| (StatusCode::CREATED, Json(c)))
@@ -129,8 +154,12 @@ pub async fn update_stream(
     State(s): State<AdminService>,
     who: Principal,
     Path((app_id, stream_id)): Path<(String, String)>,
-    Body(body): Body<UpdateStream>,
+    body: Result<Body<UpdateStream>>,
 ) -> Result<Json<Stream>> {
+    let body = read(&s, &who, body, || {
+        Attempt::on_stream(audit::STREAM_UPDATE, &app_id, &stream_id)
+    })
+    .await?;
     s.update_stream(&who, &app_id, &stream_id, body).await.map(Json)
 }
 
@@ -189,8 +218,12 @@ pub async fn mint_token(
     State(s): State<AdminService>,
     who: Principal,
     Path((app_id, stream_id)): Path<(String, String)>,
-    Body(body): Body<MintToken>,
+    body: Result<Body<MintToken>>,
 ) -> Result<(StatusCode, Json<MintedToken>)> {
+    let body = read(&s, &who, body, || {
+        Attempt::on_stream(audit::PLAYBACK_TOKEN_MINT, &app_id, &stream_id)
+    })
+    .await?;
     s.mint_token(&who, &app_id, &stream_id, body)
         .await
         .map(|m| (StatusCode::CREATED, Json(m)))
@@ -216,8 +249,12 @@ pub async fn create_playback_key(
     State(s): State<AdminService>,
     who: Principal,
     Path(app_id): Path<String>,
-    Body(body): Body<CreatePlaybackKey>,
+    body: Result<Body<CreatePlaybackKey>>,
 ) -> Result<(StatusCode, Json<CreatedPlaybackKey>)> {
+    let body = read(&s, &who, body, || {
+        Attempt::new(audit::PLAYBACK_KEY_CREATE, "playback_key", Some(&app_id))
+    })
+    .await?;
     s.create_playback_key(&who, &app_id, body)
         .await
         .map(|k| (StatusCode::CREATED, Json(k)))
@@ -249,8 +286,12 @@ pub async fn list_admin_tokens(State(s): State<AdminService>, who: Principal) ->
 pub async fn create_admin_token(
     State(s): State<AdminService>,
     who: Principal,
-    Body(body): Body<CreateAdminToken>,
+    body: Result<Body<CreateAdminToken>>,
 ) -> Result<(StatusCode, Json<CreatedAdminToken>)> {
+    let body = read(&s, &who, body, || {
+        Attempt::new(audit::ADMIN_TOKEN_CREATE, "admin_token", None)
+    })
+    .await?;
     s.create_admin_token(&who, body)
         .await
         .map(|t| (StatusCode::CREATED, Json(t)))

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::audit::{self, Attempt};
 use super::auth::Principal;
 use super::dto::*;
 use super::error::ApiError;
@@ -23,10 +24,14 @@ pub type ReadinessProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 const DEFAULT_TOKEN_TTL: u64 = 3600;
 const MAX_TOKEN_TTL: u64 = 30 * 24 * 3600;
 const PLAYBACK_URL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// As documented; asking for more is a mistake worth telling, not a silent cap.
+const AUDIT_MAX_LIMIT: u32 = 1000;
 
 pub struct AdminSettings {
     pub public_http_base: String,
     pub public_rtmp_base: String,
+    /// Larger request bodies get 413 (`admin.body_limit_bytes`).
+    pub body_limit_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -73,20 +78,21 @@ impl AdminService {
         &*self.inner.store
     }
 
-    /// The readiness checks: `Ok` or which one failed.
-    pub async fn readiness(&self) -> Result<(), (&'static str, String)> {
-        self.inner.store.ping().await.map_err(|e| ("store", e.to_string()))?;
-        (self.inner.ready)().map_err(|e| ("media", e))
+    pub fn body_limit_bytes(&self) -> usize {
+        self.inner.settings.body_limit_bytes
     }
 
-    async fn audit<T>(
-        &self,
-        who: &Principal,
-        action: &str,
-        target: String,
-        app_id: Option<String>,
-        outcome: Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+    /// Every readiness check by name, in order. A store failure's detail
+    /// goes to the log only: the probe answers anyone.
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let store = self.inner.store.ping().await.map_err(|e| {
+            tracing::error!(error = %e, "readiness: the store does not answer");
+            "the store does not answer a query".to_owned()
+        });
+        vec![("store", store), ("media", (self.inner.ready)())]
+    }
+
+    async fn audit<T>(&self, who: &Principal, attempt: Attempt, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
         let result = match &outcome {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.audit_result(),
@@ -96,39 +102,27 @@ impl AdminService {
         // learns nothing about who probed it.
         let app_id = match &who.app_id {
             Some(own) => Some(own.clone()),
-            None => app_id,
+            None => attempt.app_id,
         };
         let record = AuditRecord {
             actor: who.token_id.clone(),
             ip: who.ip.clone(),
-            action: action.to_owned(),
-            target,
+            action: attempt.action.to_owned(),
+            target: attempt.target,
             app_id,
             result,
         };
         if let Err(e) = self.inner.store.append_audit(record).await {
             // The mutation itself stands; losing its record is an operator alarm.
-            tracing::error!(error = %e, action, "admin API: audit record not written");
+            tracing::error!(error = %e, action = attempt.action, "admin API: audit record not written");
         }
         outcome
     }
 
-    async fn audit_stream<T>(
-        &self,
-        who: &Principal,
-        action: &str,
-        app_id: &str,
-        stream_id: &str,
-        outcome: Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        self.audit(
-            who,
-            action,
-            format!("stream/{stream_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+    /// A mutation refused before it reached the service (its body could not
+    /// be read): audited like any other refusal after authentication.
+    pub async fn refused<T>(&self, who: &Principal, attempt: Attempt, error: ApiError) -> Result<T, ApiError> {
+        self.audit(who, attempt, Err(error)).await
     }
 
     fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
@@ -224,11 +218,11 @@ impl AdminService {
                 .await?)
         }
         .await;
-        let (target, app_id) = match &outcome {
-            Ok(app) => (format!("app/{}", app.id), Some(app.id.clone())),
-            Err(_) => ("app".to_owned(), None),
+        let attempt = match &outcome {
+            Ok(app) => Attempt::new(audit::APP_CREATE, format!("app/{}", app.id), Some(&app.id)),
+            Err(_) => Attempt::new(audit::APP_CREATE, "app", None),
         };
-        self.audit(who, "app.create", target, app_id, outcome).await
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn update_app(&self, who: &Principal, app_id: &str, body: UpdateApp) -> Result<App, ApiError> {
@@ -253,14 +247,8 @@ impl AdminService {
                 .ok_or_else(|| ApiError::not_found("app"))
         }
         .await;
-        self.audit(
-            who,
-            "app.update",
-            format!("app/{app_id}"),
-            who.app_id.clone().or(Some(app_id.to_owned())),
-            outcome,
-        )
-        .await
+        let attempt = Attempt::new(audit::APP_UPDATE, format!("app/{app_id}"), Some(app_id));
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn delete_app(&self, who: &Principal, app_id: &str) -> Result<(), ApiError> {
@@ -276,14 +264,8 @@ impl AdminService {
             Ok(())
         }
         .await;
-        self.audit(
-            who,
-            "app.delete",
-            format!("app/{app_id}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        let attempt = Attempt::new(audit::APP_DELETE, format!("app/{app_id}"), Some(app_id));
+        self.audit(who, attempt, outcome).await
     }
 
     // ---- streams ----
@@ -330,12 +312,11 @@ impl AdminService {
             self.with_key(stream, key)
         }
         .await;
-        let target = match &outcome {
-            Ok(created) => format!("stream/{}", created.stream.id),
-            Err(_) => "stream".to_owned(),
+        let attempt = match &outcome {
+            Ok(created) => Attempt::on_stream(audit::STREAM_CREATE, app_id, &created.stream.id),
+            Err(_) => Attempt::new(audit::STREAM_CREATE, "stream", Some(app_id)),
         };
-        self.audit(who, "stream.create", target, Some(app_id.to_owned()), outcome)
-            .await
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn update_stream(
@@ -350,7 +331,8 @@ impl AdminService {
             profile: body.profile,
             enabled: body.enabled,
         };
-        self.patch_stream(who, "stream.update", app_id, stream_id, patch).await
+        self.patch_stream(who, audit::STREAM_UPDATE, app_id, stream_id, patch)
+            .await
     }
 
     pub async fn set_enabled(
@@ -360,7 +342,11 @@ impl AdminService {
         stream_id: &str,
         enabled: bool,
     ) -> Result<Stream, ApiError> {
-        let action = if enabled { "stream.enable" } else { "stream.disable" };
+        let action = if enabled {
+            audit::STREAM_ENABLE
+        } else {
+            audit::STREAM_DISABLE
+        };
         let patch = StreamPatch {
             enabled: Some(enabled),
             ..StreamPatch::default()
@@ -371,7 +357,7 @@ impl AdminService {
     async fn patch_stream(
         &self,
         who: &Principal,
-        action: &str,
+        action: &'static str,
         app_id: &str,
         stream_id: &str,
         patch: StreamPatch,
@@ -393,7 +379,8 @@ impl AdminService {
             Ok(stream)
         }
         .await;
-        self.audit_stream(who, action, app_id, stream_id, outcome).await
+        self.audit(who, Attempt::on_stream(action, app_id, stream_id), outcome)
+            .await
     }
 
     pub async fn rotate_key(&self, who: &Principal, app_id: &str, stream_id: &str) -> Result<StreamWithKey, ApiError> {
@@ -410,8 +397,8 @@ impl AdminService {
             self.with_key(stream, key)
         }
         .await;
-        self.audit_stream(who, "stream.rotate_key", app_id, stream_id, outcome)
-            .await
+        let attempt = Attempt::on_stream(audit::STREAM_ROTATE_KEY, app_id, stream_id);
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn delete_stream(&self, who: &Principal, app_id: &str, stream_id: &str) -> Result<(), ApiError> {
@@ -424,8 +411,8 @@ impl AdminService {
             Ok(())
         }
         .await;
-        self.audit_stream(who, "stream.delete", app_id, stream_id, outcome)
-            .await
+        let attempt = Attempt::on_stream(audit::STREAM_DELETE, app_id, stream_id);
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn mint_token(
@@ -446,7 +433,7 @@ impl AdminService {
             if body
                 .viewer_id
                 .as_ref()
-                .is_some_and(|v| v.is_empty() || v.len() > 128 || v.chars().any(char::is_control))
+                .is_some_and(|v| !(1..=128).contains(&v.chars().count()) || v.chars().any(char::is_control))
             {
                 return Err(ApiError::invalid("viewer_id must be 1–128 printable characters"));
             }
@@ -463,8 +450,8 @@ impl AdminService {
             })
         }
         .await;
-        self.audit_stream(who, "playback_token.mint", app_id, stream_id, outcome)
-            .await
+        let attempt = Attempt::on_stream(audit::PLAYBACK_TOKEN_MINT, app_id, stream_id);
+        self.audit(who, attempt, outcome).await
     }
 
     // ---- playback keys ----
@@ -507,8 +494,8 @@ impl AdminService {
             Ok(created) => format!("playback_key/{}", created.key.kid),
             Err(_) => "playback_key".to_owned(),
         };
-        self.audit(who, "playback_key.create", target, Some(app_id.to_owned()), outcome)
-            .await
+        let attempt = Attempt::new(audit::PLAYBACK_KEY_CREATE, target, Some(app_id));
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn delete_playback_key(&self, who: &Principal, app_id: &str, kid: &str) -> Result<(), ApiError> {
@@ -521,14 +508,8 @@ impl AdminService {
             Ok(())
         }
         .await;
-        self.audit(
-            who,
-            "playback_key.delete",
-            format!("playback_key/{kid}"),
-            Some(app_id.to_owned()),
-            outcome,
-        )
-        .await
+        let attempt = Attempt::new(audit::PLAYBACK_KEY_DELETE, format!("playback_key/{kid}"), Some(app_id));
+        self.audit(who, attempt, outcome).await
     }
 
     // ---- admin tokens (global tokens only) ----
@@ -566,7 +547,8 @@ impl AdminService {
             Ok(created) => format!("admin_token/{}", created.token.id),
             Err(_) => "admin_token".to_owned(),
         };
-        self.audit(who, "admin_token.create", target, app_id, outcome).await
+        let attempt = Attempt::new(audit::ADMIN_TOKEN_CREATE, target, app_id.as_deref());
+        self.audit(who, attempt, outcome).await
     }
 
     pub async fn revoke_admin_token(&self, who: &Principal, token_id: &str) -> Result<(), ApiError> {
@@ -578,14 +560,8 @@ impl AdminService {
             Ok(())
         }
         .await;
-        self.audit(
-            who,
-            "admin_token.revoke",
-            format!("admin_token/{token_id}"),
-            None,
-            outcome,
-        )
-        .await
+        let attempt = Attempt::new(audit::ADMIN_TOKEN_REVOKE, format!("admin_token/{token_id}"), None);
+        self.audit(who, attempt, outcome).await
     }
 
     // ---- live ----
@@ -612,8 +588,8 @@ impl AdminService {
         let outcome = visible.map(|_| Kicked {
             kicked: self.inner.live.kick(stream_id, "kicked by the admin API"),
         });
-        self.audit(who, "stream.kick", format!("stream/{stream_id}"), app_id, outcome)
-            .await
+        let attempt = Attempt::new(audit::STREAM_KICK, format!("stream/{stream_id}"), app_id.as_deref());
+        self.audit(who, attempt, outcome).await
     }
 
     // ---- audit ----
@@ -628,6 +604,11 @@ impl AdminService {
             if result != "ok" && result != "error" {
                 return Err(ApiError::invalid("result must be ok or error"));
             }
+        }
+        if query.limit.is_some_and(|limit| !(1..=AUDIT_MAX_LIMIT).contains(&limit)) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {AUDIT_MAX_LIMIT}"
+            )));
         }
         let filter = AuditFilter {
             actor: query.actor,

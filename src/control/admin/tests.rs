@@ -3,6 +3,7 @@
 //! fake, since no media runs here; the end-to-end tests use the real one.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,14 +65,22 @@ struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
     live: Arc<FakeLive>,
+    service: AdminService,
     router: axum::Router,
     global: String,
+    /// What the fake GStreamer readiness probe answers.
+    media_ok: Arc<AtomicBool>,
 }
 
 async fn fixture() -> Fixture {
+    fixture_with_body_limit(DEFAULT_BODY_LIMIT).await
+}
+
+async fn fixture_with_body_limit(body_limit_bytes: usize) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.expect("open"));
     let live = Arc::new(FakeLive::default());
+    let media_ok = Arc::new(AtomicBool::new(true));
     let mut profiles = BTreeMap::new();
     profiles.insert(
         "small".to_owned(),
@@ -85,8 +94,15 @@ async fn fixture() -> Fixture {
         AdminSettings {
             public_http_base: "http://edge.test".into(),
             public_rtmp_base: "rtmp://edge.test/live".into(),
+            body_limit_bytes,
         },
-        Arc::new(|| Ok(())),
+        {
+            let media_ok = media_ok.clone();
+            Arc::new(move || match media_ok.load(Ordering::Relaxed) {
+                true => Ok(()),
+                false => Err("GStreamer element x264enc is missing".to_owned()),
+            })
+        },
     );
     let (_, global) = store
         .create_admin_token(NewAdminToken {
@@ -99,8 +115,10 @@ async fn fixture() -> Fixture {
         _dir: dir,
         store,
         live,
-        router: router(service),
+        router: router(service.clone()),
+        service,
         global,
+        media_ok,
     }
 }
 
@@ -201,7 +219,7 @@ async fn bad_bodies_get_useful_4xx_json() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
         (
-            raw("application/json", vec![b' '; BODY_LIMIT + 10]),
+            raw("application/json", vec![b' '; DEFAULT_BODY_LIMIT + 10]),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
     ] {
@@ -398,10 +416,268 @@ async fn readiness_reports_the_failing_check() {
     let f = fixture().await;
     let (status, body) = call(&f, "GET", "/readyz", None, None).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(body["checks"], json!({ "store": "ok", "media": "ok" }));
+    f.media_ok.store(false, Ordering::Relaxed);
+    let (status, body) = call(&f, "GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (&body["failed"], &body["checks"]["store"]),
+        (&json!("media"), &json!("ok"))
+    );
+    assert!(body["reason"].as_str().unwrap_or("").contains("x264enc"), "{body}");
+    f.media_ok.store(true, Ordering::Relaxed);
     f.store.close().await;
     let (status, body) = call(&f, "GET", "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["failed"], "store");
+    assert_eq!(body["checks"]["media"], "ok");
     let (status, _) = call(&f, "GET", "/livez", None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+async fn raw(f: &Fixture, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", f.global))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .expect("request");
+    let response = f.router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {bytes:?}"));
+    (status, body)
+}
+
+/// The newest audit records with this action.
+async fn audited(f: &Fixture, action: &str) -> Vec<crate::control::model::AuditEntry> {
+    f.store
+        .audit(&crate::control::model::AuditFilter {
+            action: Some(action.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+}
+
+#[tokio::test]
+async fn a_mutation_refused_for_its_body_is_audited_too() {
+    let f = fixture().await;
+    let (status, _) = raw(
+        &f,
+        "POST",
+        "/api/v1/apps",
+        "application/json",
+        br#"{"name":"a","nope":1}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = raw(&f, "POST", "/api/v1/apps", "text/plain", b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let entries = audited(&f, "app.create").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].result.starts_with("error: 415"), "{entries:?}");
+    assert!(entries[1].result.starts_with("error: 422"), "{entries:?}");
+    assert_eq!(entries[0].target, "app");
+
+    let (_, created) = call(
+        &f,
+        "POST",
+        "/api/v1/apps/app_default/streams",
+        Some(&f.global),
+        Some(json!({ "name": "s" })),
+    )
+    .await;
+    let id = created["stream"]["id"].as_str().expect("id").to_owned();
+    let (status, _) = raw(
+        &f,
+        "PATCH",
+        &format!("/api/v1/apps/app_default/streams/{id}"),
+        "application/json",
+        b"{\"enabled\": ".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let entries = audited(&f, "stream.update").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].target, format!("stream/{id}"));
+    assert_eq!(entries[0].app_id.as_deref(), Some("app_default"));
+    assert!(entries[0].result.starts_with("error: 400"), "{entries:?}");
+}
+
+#[tokio::test]
+async fn ids_that_do_not_decode_are_json_404s_and_audited() {
+    let f = fixture().await;
+    let (status, body) = call(&f, "GET", "/api/v1/apps/%FF", Some(&f.global), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/apps/app_default/streams/%C3%28/disable",
+        Some(&f.global),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let entries = audited(&f, "stream.disable").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].target, "stream/%C3%28");
+    assert!(entries[0].result.starts_with("error: 404"), "{entries:?}");
+    // The bare prefix is a JSON 404 too.
+    let (status, body) = call(&f, "GET", "/api/v1/", Some(&f.global), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn the_audit_limit_outside_its_documented_range_is_refused() {
+    let f = fixture().await;
+    for limit in ["0", "1001"] {
+        let (status, body) = call(
+            &f,
+            "GET",
+            &format!("/api/v1/audit?limit={limit}"),
+            Some(&f.global),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{limit}: {body}");
+        assert!(body["message"].as_str().unwrap_or("").contains("limit"), "{body}");
+    }
+    let (status, _) = call(&f, "GET", "/api/v1/audit?limit=1000", Some(&f.global), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_body_limit_comes_from_the_settings() {
+    let f = fixture_with_body_limit(2048).await;
+    let name = "n".repeat(3000);
+    let (status, body) = raw(
+        &f,
+        "POST",
+        "/api/v1/apps",
+        "application/json",
+        json!({ "name": name }).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    let (status, _) = call(
+        &f,
+        "POST",
+        "/api/v1/apps",
+        Some(&f.global),
+        Some(json!({ "name": "fits" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_body_must_be_an_object_not_an_array_serde_would_read_in_field_order() {
+    let f = fixture().await;
+    let (status, body) = raw(
+        &f,
+        "POST",
+        "/api/v1/apps",
+        "application/json",
+        br#"["sneaky",null,null,null,null,null,null,null]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("object"), "{body}");
+    let apps = f.store.list_apps().await.expect("apps");
+    assert!(apps.iter().all(|a| a.name != "sneaky"), "{apps:?}");
+    let (status, _) = raw(
+        &f,
+        "POST",
+        "/api/v1/apps",
+        "application/json",
+        b" \n {\"name\":\"ok\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+fn principal(token_id: &str, app_id: Option<&str>) -> Principal {
+    Principal {
+        token_id: token_id.into(),
+        app_id: app_id.map(str::to_owned),
+        ip: Some("192.0.2.7".into()),
+    }
+}
+
+async fn app_named(f: &Fixture, name: &str) -> String {
+    let ops = principal("at_ops", None);
+    let body: dto::CreateApp = serde_json::from_value(json!({ "name": name })).expect("body");
+    f.service.create_app(&ops, body).await.expect("app").id
+}
+
+#[tokio::test]
+async fn deleting_an_app_kicks_its_live_streams_and_only_those() {
+    let f = fixture().await;
+    let (a, b) = (app_named(&f, "a").await, app_named(&f, "b").await);
+    f.live.live.lock().push(live_entry("st_a1", &a));
+    f.live.live.lock().push(live_entry("st_a2", &a));
+    f.live.live.lock().push(live_entry("st_b1", &b));
+    let scoped = principal("at_a", Some(&a));
+    assert_eq!(
+        f.service.delete_app(&scoped, &a).await.map_err(|e| e.status),
+        Err(StatusCode::FORBIDDEN),
+        "an app token deleting its own app"
+    );
+    assert!(f.live.kicked.lock().is_empty());
+    f.service
+        .delete_app(&principal("at_ops", None), &a)
+        .await
+        .expect("delete");
+    let mut kicked = f.live.kicked.lock().clone();
+    kicked.sort();
+    assert_eq!(kicked, ["st_a1", "st_a2"]);
+    let entries = audited(&f, "app.delete").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        (entries[0].actor.as_str(), entries[0].result.as_str()),
+        ("at_ops", "ok")
+    );
+    assert_eq!(entries[0].ip.as_deref(), Some("192.0.2.7"));
+    assert!(entries[1].result.starts_with("error: 403"), "{entries:?}");
+}
+
+#[tokio::test]
+async fn an_app_token_may_not_change_its_app_or_manage_admin_tokens() {
+    let f = fixture().await;
+    let a = app_named(&f, "a").await;
+    let scoped = principal("at_a", Some(&a));
+    let patch: dto::UpdateApp = serde_json::from_value(json!({ "max_streams": 1000 })).expect("body");
+    assert_eq!(
+        f.service.update_app(&scoped, &a, patch).await.map_err(|e| e.status),
+        Err(StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        f.service.list_admin_tokens(&scoped).await.map_err(|e| e.status),
+        Err(StatusCode::FORBIDDEN)
+    );
+    let visible = f.service.list_apps(&scoped).await.expect("apps");
+    assert_eq!(visible.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+    // Its attempt is in its own app's log, beside the operator's creation of the app.
+    let own = f
+        .service
+        .audit_log(&scoped, dto::AuditQuery::default())
+        .await
+        .expect("audit");
+    let actions: Vec<(&str, &str)> = own.iter().map(|e| (e.actor.as_str(), e.action.as_str())).collect();
+    assert_eq!(actions, [("at_a", "app.update"), ("at_ops", "app.create")]);
+    assert!(own.iter().all(|e| e.app_id.as_deref() == Some(a.as_str())), "{own:?}");
 }
