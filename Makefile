@@ -17,6 +17,8 @@ RUN_PKGS := pkg-config gcc libc6-dev \
 # promtool (package prometheus) checks /metrics; python3-venv holds schemathesis, which fuzzes the admin API.
 TEST_PKGS := ffmpeg chromium ca-certificates nginx-light libnginx-mod-rtmp wrk prometheus python3-venv openssl
 SCHEMATHESIS_VERSION := 4.32.5
+# The webhook tests verify our signatures with the reference Python implementation.
+STANDARDWEBHOOKS_VERSION := 1.0.0
 
 # Installs the Debian packages in $(1) that are not installed yet.
 define apt_install
@@ -50,6 +52,9 @@ test-deps: deps
 	@if ! target/pyenv/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then \
 	  python3 -m venv target/pyenv && \
 	  target/pyenv/bin/pip install -q --disable-pip-version-check "schemathesis==$(SCHEMATHESIS_VERSION)"; \
+	fi
+	@if ! target/pyenv/bin/pip show standardwebhooks 2>/dev/null | grep -q "^Version: $(STANDARDWEBHOOKS_VERSION)$$"; then \
+	  target/pyenv/bin/pip install -q --disable-pip-version-check "standardwebhooks==$(STANDARDWEBHOOKS_VERSION)"; \
 	fi
 
 release:

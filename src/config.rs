@@ -54,6 +54,7 @@ pub struct Config {
     pub playback: PlaybackConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +112,73 @@ impl Default for AdminConfig {
             body_limit_bytes: 64 * 1024,
         }
     }
+}
+
+/// Lifecycle webhooks. Lists are comma-separated so that they can come from
+/// the environment too.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Networks (CIDR) endpoints may reach although they are loopback,
+    /// private or link-local, e.g. `"10.20.0.0/16"`. Empty: none.
+    pub allow_networks: String,
+    /// Waits between attempts, in seconds; one attempt more than entries.
+    pub retry_schedule_secs: String,
+    /// Per attempt, connection included.
+    pub timeout_secs: u64,
+    /// Pending events per endpoint beyond which new ones are dead-lettered.
+    pub max_backlog: u64,
+    /// Requests in flight per endpoint (each for a different stream).
+    pub lanes_in_flight: u32,
+    /// How long the old secret keeps signing after a rotation.
+    pub secret_rollover_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_networks: String::new(),
+            retry_schedule_secs: "5,300,1800,7200,18000,36000,36000".into(),
+            timeout_secs: 10,
+            max_backlog: 10_000,
+            lanes_in_flight: 4,
+            secret_rollover_secs: 24 * 3600,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        comma_list(&self.allow_networks)
+            .map(|net| {
+                net.parse().map_err(|_| {
+                    ConfigError::Invalid(format!("webhooks.allow_networks: {net:?} is not a CIDR network"))
+                })
+            })
+            .collect()
+    }
+
+    pub fn retry_schedule(&self) -> Result<Vec<u64>, ConfigError> {
+        let delays: Vec<u64> = comma_list(&self.retry_schedule_secs)
+            .map(|d| {
+                d.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "webhooks.retry_schedule_secs: {d:?} is not a number of seconds"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if delays.is_empty() || delays.len() > 50 {
+            return Err(ConfigError::Invalid(
+                "webhooks.retry_schedule_secs needs 1 to 50 delays".into(),
+            ));
+        }
+        Ok(delays)
+    }
+}
+
+fn comma_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Who decides whether a publish is allowed.
@@ -175,6 +243,7 @@ impl Default for Config {
             playback: PlaybackConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -313,6 +382,16 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.admin.body_limit_bytes) {
             return Err(ConfigError::Invalid(
                 "admin.body_limit_bytes must be between 1024 and 16777216".into(),
+            ));
+        }
+        self.webhooks.allowed_networks()?;
+        self.webhooks.retry_schedule()?;
+        if !(1..=300).contains(&self.webhooks.timeout_secs)
+            || self.webhooks.max_backlog == 0
+            || !(1..=64).contains(&self.webhooks.lanes_in_flight)
+        {
+            return Err(ConfigError::Invalid(
+                "webhooks: timeout_secs must be 1-300, max_backlog at least 1, lanes_in_flight 1-64".into(),
             ));
         }
         if !self.public_url.is_empty() && !self.public_url.starts_with("http") {
@@ -499,5 +578,29 @@ mod tests {
         assert_eq!(c.admin.body_limit_bytes, 2048);
         let err = Config::from_layers(None, &env(&[("PULSE_ADMIN_BODY_LIMIT_BYTES", "10")])).expect_err("too small");
         assert!(err.to_string().contains("admin.body_limit_bytes"), "{err}");
+    }
+
+    #[test]
+    fn webhook_lists_come_comma_separated_from_file_or_environment() {
+        let c = Config::from_layers(None, &[]).expect("defaults");
+        assert_eq!(
+            c.webhooks.retry_schedule().expect("schedule"),
+            [5, 300, 1800, 7200, 18000, 36000, 36000]
+        );
+        assert!(c.webhooks.allowed_networks().expect("none").is_empty());
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8, ::1/128"),
+                ("PULSE_WEBHOOKS_RETRY_SCHEDULE_SECS", "1,2,4"),
+            ]),
+        )
+        .expect("env");
+        assert_eq!(c.webhooks.allowed_networks().expect("nets").len(), 2);
+        assert_eq!(c.webhooks.retry_schedule().expect("schedule"), [1, 2, 4]);
+        let err = Config::from_layers(None, &env(&[("PULSE_WEBHOOKS_ALLOW_NETWORKS", "localhost")])).expect_err("bad");
+        assert!(err.to_string().contains("webhooks.allow_networks"), "{err}");
+        let err = Config::from_layers(None, &env(&[("PULSE_WEBHOOKS_RETRY_SCHEDULE_SECS", "soon")])).expect_err("bad");
+        assert!(err.to_string().contains("retry_schedule_secs"), "{err}");
     }
 }

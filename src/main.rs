@@ -103,6 +103,54 @@ fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+struct Webhooks {
+    lifecycle: Arc<control::Lifecycle>,
+    dispatcher: Arc<control::webhooks::Dispatcher>,
+    service: Arc<control::webhooks::WebhookService>,
+}
+
+/// The outbox, its dispatcher and the endpoint rules. Streams the previous
+/// run left open are closed before anything can publish.
+async fn start_webhooks(config: &Config, store: &SqliteStore, bus: EventBus) -> anyhow::Result<Webhooks> {
+    use control::webhooks::{retry::RetrySchedule, sender::Sender, AddressPolicy, DispatchSettings, Dispatcher};
+    let event_store: Arc<dyn control::EventStore> = Arc::new(store.clone());
+    let lifecycle = Arc::new(control::Lifecycle::new(
+        event_store.clone(),
+        bus,
+        i64::try_from(config.webhooks.max_backlog).unwrap_or(i64::MAX),
+        Duration::from_secs(config.reconnect_window_secs),
+    ));
+    lifecycle
+        .close_orphans()
+        .await
+        .context("closing the streams the previous run left open")?;
+    let policy = Arc::new(AddressPolicy::new(config.webhooks.allowed_networks()?));
+    let sender = Sender::new(policy.clone(), Duration::from_secs(config.webhooks.timeout_secs))
+        .context("building the webhook HTTP client")?;
+    let dispatcher = Dispatcher::new(
+        event_store.clone(),
+        sender,
+        DispatchSettings {
+            schedule: RetrySchedule::from_secs(&config.webhooks.retry_schedule()?),
+            lanes_in_flight: config.webhooks.lanes_in_flight,
+        },
+    );
+    dispatcher.refresh().await;
+    tokio::spawn(dispatcher.clone().follow(lifecycle.feed()));
+    let service = Arc::new(control::webhooks::WebhookService::new(
+        event_store,
+        policy,
+        dispatcher.clone(),
+        lifecycle.clone(),
+        Duration::from_secs(config.webhooks.secret_rollover_secs),
+    ));
+    Ok(Webhooks {
+        lifecycle,
+        dispatcher,
+        service,
+    })
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -132,6 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = control::metrics::Metrics::new()?;
     tokio::spawn(metrics.clone().count_auth_failures(events.subscribe()));
     tokio::spawn(control::events::log_events(events.subscribe()));
+    let webhooks = start_webhooks(&config, &store, events.clone()).await?;
 
     let part_target = Duration::from_millis(config.hls.part_target_ms);
     let segment_target = Duration::from_millis(config.hls.segment_target_ms);
@@ -167,7 +216,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),
         },
-        events.clone(),
+        webhooks.lifecycle.clone(),
         tokens.clone(),
         metrics.clone(),
     );
@@ -233,6 +282,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             body_limit_bytes: config.admin.body_limit_bytes,
         },
         Arc::new(media::readiness),
+        webhooks.service.clone(),
     );
     let app = delivery::router(delivery::PlaybackService::new(packagers, tokens))
         .merge(control::admin::router(admin))
@@ -255,6 +305,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     controller.kick_all();
+    webhooks.dispatcher.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = rtmp_task.await;
         let _ = http_task.await;

@@ -25,7 +25,8 @@ fn schemathesis() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_holds_up_under_generated_requests() {
     let tool = schemathesis();
-    let server = Server::start();
+    // Loopback allowed, so that a webhook endpoint can exist to be fuzzed.
+    let server = Server::start_with(&[("PULSE_WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8")]);
     let token = server.global_admin_token();
     // Something to find: an app with a stream and a key, so that generated
     // ids are not all 404s.
@@ -40,6 +41,15 @@ async fn every_operation_holds_up_under_generated_requests() {
             "POST",
             &format!("/apps/{app_id}/streams"),
             Some(serde_json::json!({ "name": "s" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .api(
+            &token,
+            "POST",
+            &format!("/apps/{app_id}/webhooks"),
+            Some(serde_json::json!({ "url": "http://127.0.0.1:9/hook" })),
         )
         .await;
     assert_eq!(status, 201);
@@ -66,7 +76,7 @@ async fn every_operation_holds_up_under_generated_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("Tested: 24"),
+        stdout.contains("Tested: 35"),
         "not every operation was exercised:\n{stdout}"
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());

@@ -2,33 +2,45 @@
 //! (and, later, webhooks and metrics) subscribe. A slow subscriber loses old
 //! events (broadcast lag) instead of slowing the media path.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use tokio::sync::broadcast;
+
+use super::gate::DeniedStream;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LifecycleEvent {
     Connected {
         stream_id: String,
+        app_id: String,
         protocol: &'static str,
         client: SocketAddr,
         session: u64,
     },
     Active {
         stream_id: String,
+        app_id: String,
         session: u64,
     },
     Disconnected {
         stream_id: String,
+        app_id: String,
         session: u64,
+        /// `publisher_left`, `kicked` or `server_restart`.
+        reason: &'static str,
     },
     Takeover {
         stream_id: String,
+        app_id: String,
         old_session: u64,
         new_session: u64,
+        protocol: &'static str,
+        client: SocketAddr,
     },
     Failed {
         stream_id: String,
+        app_id: String,
         session: u64,
         reason: String,
     },
@@ -38,6 +50,9 @@ pub enum LifecycleEvent {
         message: String,
     },
     Rejected {
+        /// Known when the key belongs to a stream (a disabled one, an app at
+        /// its limit); a key we do not know names nobody.
+        stream: Option<DeniedStream>,
         stream_key_prefix: String,
         protocol: &'static str,
         client: SocketAddr,
@@ -47,6 +62,16 @@ pub enum LifecycleEvent {
     },
     Idle {
         stream_id: String,
+        app_id: String,
+        /// `reconnect_window_expired` or `server_restart`.
+        reason: &'static str,
+    },
+    ViewersUpdated {
+        stream_id: String,
+        app_id: String,
+        viewers: u64,
+        peak_viewers: u64,
+        renditions: BTreeMap<String, u64>,
     },
 }
 
@@ -86,6 +111,7 @@ pub async fn log_events(mut rx: broadcast::Receiver<LifecycleEvent>) {
                 stream_id,
                 session,
                 reason,
+                ..
             }) => {
                 tracing::error!(stream_id, session, %reason, "stream failed")
             }
@@ -102,9 +128,11 @@ pub async fn log_events(mut rx: broadcast::Receiver<LifecycleEvent>) {
                 client,
                 code,
                 reason,
+                ..
             }) => {
                 tracing::warn!(key = stream_key_prefix, protocol, %client, code, %reason, "publish rejected")
             }
+            Ok(LifecycleEvent::ViewersUpdated { .. }) => {}
             Ok(event) => tracing::info!(?event, "lifecycle"),
             Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "event log lagged"),
             Err(broadcast::error::RecvError::Closed) => return,

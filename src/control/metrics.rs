@@ -213,6 +213,7 @@ mod tests {
         let task = tokio::spawn(m.clone().count_auth_failures(bus.subscribe()));
         for code in ["unknown_key", "unknown_key", "rate_limited"] {
             bus.publish(LifecycleEvent::Rejected {
+                stream: None,
                 stream_key_prefix: "live_x…".into(),
                 protocol: "rtmp",
                 client: "127.0.0.1:1".parse().expect("addr"),

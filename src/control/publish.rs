@@ -14,9 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::events::{EventBus, LifecycleEvent};
+use super::events::LifecycleEvent;
 use super::gate::{Admission, AuthDenial, Authorization, DenyReason, LadderChoice};
 use super::keys::redact_stream_key;
+use super::lifecycle::Lifecycle;
 use super::live::{LiveStreamStats, LiveStreams};
 use super::metrics::Metrics;
 use super::sessions::{LiveSession, SAMPLE_EVERY};
@@ -54,7 +55,8 @@ pub struct PublishController {
     packagers: Packagers,
     profiles: Arc<BTreeMap<String, LadderProfile>>,
     settings: PublishSettings,
-    events: EventBus,
+    /// Every lifecycle change goes through here: bus, outbox, webhooks.
+    lifecycle: Arc<Lifecycle>,
     /// Told which app each accepted stream belongs to, so that tokens signed
     /// by an app's own keys open only that app's streams.
     playback: super::PlaybackTokens,
@@ -70,7 +72,7 @@ impl PublishController {
         packagers: Packagers,
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: PublishSettings,
-        events: EventBus,
+        lifecycle: Arc<Lifecycle>,
         playback: super::PlaybackTokens,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -79,7 +81,7 @@ impl PublishController {
             packagers,
             profiles,
             settings,
-            events,
+            lifecycle,
             playback,
             metrics,
             active: Mutex::new(HashMap::new()),
@@ -137,23 +139,27 @@ impl PublishController {
         Ok((granted, profile))
     }
 
-    async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
-        let rejected = |denial: AuthDenial| {
-            self.events.publish(LifecycleEvent::Rejected {
+    async fn reject(&self, request: &PublishRequest, denial: AuthDenial) -> PublishRejection {
+        self.lifecycle
+            .record(LifecycleEvent::Rejected {
+                stream: denial.target.clone(),
                 stream_key_prefix: redact_stream_key(&request.stream_key),
                 protocol: request.protocol,
                 client: request.client_addr,
                 code: denial.reason.as_str(),
                 reason: denial.message.clone(),
-            });
-            PublishRejection {
-                code: denial.reason.reject_code(),
-                description: denial.message,
-            }
-        };
+            })
+            .await;
+        PublishRejection {
+            code: denial.reason.reject_code(),
+            description: denial.message,
+        }
+    }
+
+    async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
         let (granted, profile) = match self.authorise(&request).await {
             Ok(ok) => ok,
-            Err(denial) => return Err(rejected(denial)),
+            Err(denial) => return Err(self.reject(&request, denial).await),
         };
         let stream_id = granted.stream_id.clone();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
@@ -168,56 +174,71 @@ impl PublishController {
             granted.max_ingest_kbps,
         ));
 
-        let previous = {
+        let admitted = {
             let mut active = self.active.lock();
-            if let Some(max) = granted.max_streams {
+            let others = active
+                .iter()
+                .filter(|(id, a)| a.live.app_id == granted.app_id && **id != stream_id)
+                .count();
+            match granted.max_streams {
                 // Checked under the lock so two publishes cannot both take the
                 // last slot; a takeover replaces its own stream and is not counted.
-                let others = active
-                    .iter()
-                    .filter(|(id, a)| a.live.app_id == granted.app_id && **id != stream_id)
-                    .count();
-                if others >= max as usize {
-                    drop(active);
-                    return Err(rejected(AuthDenial::new(
-                        DenyReason::AppStreamLimit,
-                        format!("the app already has its maximum of {max} live streams"),
-                    )));
+                Some(max) if others >= max as usize => Err(max),
+                _ => {
+                    let previous = active.remove(&stream_id);
+                    if let Some(old) = &previous {
+                        old.kicked.cancel();
+                    }
+                    active.insert(
+                        stream_id.clone(),
+                        ActivePublish {
+                            session,
+                            live: live.clone(),
+                            kicked: kicked.clone(),
+                            task: None,
+                        },
+                    );
+                    self.metrics.streams_live.set(active.len() as i64);
+                    Ok(previous)
                 }
             }
-            let previous = active.remove(&stream_id);
-            if let Some(old) = &previous {
-                old.kicked.cancel();
+        };
+        let previous = match admitted {
+            Ok(previous) => previous,
+            Err(max) => {
+                let denial = AuthDenial::new(
+                    DenyReason::AppStreamLimit,
+                    format!("the app already has its maximum of {max} live streams"),
+                )
+                .of_stream(&stream_id, &granted.app_id);
+                return Err(self.reject(&request, denial).await);
             }
-            active.insert(
-                stream_id.clone(),
-                ActivePublish {
-                    session,
-                    live: live.clone(),
-                    kicked: kicked.clone(),
-                    task: None,
-                },
-            );
-            self.metrics.streams_live.set(active.len() as i64);
-            previous
         };
         if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
             timer.abort();
         }
         self.playback.bind_stream(&stream_id, &granted.app_id);
         if let Some(old) = &previous {
-            self.events.publish(LifecycleEvent::Takeover {
-                stream_id: stream_id.clone(),
-                old_session: old.session,
-                new_session: session,
-            });
+            self.lifecycle
+                .record(LifecycleEvent::Takeover {
+                    stream_id: stream_id.clone(),
+                    app_id: granted.app_id.clone(),
+                    old_session: old.session,
+                    new_session: session,
+                    protocol: request.protocol,
+                    client: request.client_addr,
+                })
+                .await;
         }
-        self.events.publish(LifecycleEvent::Connected {
-            stream_id: stream_id.clone(),
-            protocol: request.protocol,
-            client: request.client_addr,
-            session,
-        });
+        self.lifecycle
+            .record(LifecycleEvent::Connected {
+                stream_id: stream_id.clone(),
+                app_id: granted.app_id.clone(),
+                protocol: request.protocol,
+                client: request.client_addr,
+                session,
+            })
+            .await;
 
         let span = tracing::info_span!("stream", stream_id = %stream_id, app_id = %granted.app_id, session, protocol = request.protocol, app = %request.app);
         let options = StreamOptions {
@@ -284,7 +305,7 @@ impl PublishController {
         let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
 
         // Warnings and failures go to the event bus on their way to the packager.
-        let events = self.events.clone();
+        let events = self.lifecycle.bus().clone();
         let tap_stream = stream_id.clone();
         let tap = async move {
             let mut failure = None;
@@ -306,14 +327,21 @@ impl PublishController {
         };
         let watcher = {
             let packager = packager.clone();
-            let events = self.events.clone();
+            let lifecycle = self.lifecycle.clone();
             let stream_id = stream_id.clone();
+            let app_id = live.app_id.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(50));
                 loop {
                     tick.tick().await;
                     if packager.is_active() {
-                        events.publish(LifecycleEvent::Active { stream_id, session });
+                        lifecycle
+                            .record(LifecycleEvent::Active {
+                                stream_id,
+                                app_id,
+                                session,
+                            })
+                            .await;
                         return;
                     }
                 }
@@ -338,20 +366,10 @@ impl PublishController {
             .inc_by(live.sample());
         drop(ladder);
 
-        match outcome {
-            Ok(()) => self.events.publish(LifecycleEvent::Disconnected {
-                stream_id: stream_id.clone(),
-                session,
-            }),
-            Err(reason) => {
-                // The publisher is told by closing its connection; the ingest side sees `kicked`.
-                kicked.cancel();
-                self.events.publish(LifecycleEvent::Failed {
-                    stream_id: stream_id.clone(),
-                    session,
-                    reason,
-                });
-            }
+        let was_kicked = kicked.is_cancelled();
+        if outcome.is_err() {
+            // The publisher is told by closing its connection; the ingest side sees `kicked`.
+            kicked.cancel();
         }
         let still_current = {
             let mut active = self.active.lock();
@@ -362,9 +380,28 @@ impl PublishController {
             }
             current
         };
-        if still_current {
-            self.start_idle_timer(stream_id);
+        // A session that was taken over says nothing more: the takeover
+        // event has told its story, and the stream is the new session's.
+        if !still_current {
+            return;
         }
+        let app_id = live.app_id.clone();
+        let event = match outcome {
+            Ok(()) => LifecycleEvent::Disconnected {
+                stream_id: stream_id.clone(),
+                app_id: app_id.clone(),
+                session,
+                reason: if was_kicked { "kicked" } else { "publisher_left" },
+            },
+            Err(reason) => LifecycleEvent::Failed {
+                stream_id: stream_id.clone(),
+                app_id: app_id.clone(),
+                session,
+                reason,
+            },
+        };
+        self.lifecycle.record(event).await;
+        self.start_idle_timer(stream_id, app_id);
     }
 
     /// Once a second: ingest bytes into the metrics, and the app's ingest
@@ -383,7 +420,7 @@ impl PublishController {
                     limit_kbps = over.limit_kbps,
                     "ingest bitrate over the app's limit; kicking the publisher"
                 );
-                self.events.publish(LifecycleEvent::Warning {
+                self.lifecycle.bus().publish(LifecycleEvent::Warning {
                     stream_id: live.stream_id.clone(),
                     session: live.session,
                     message: over.message(),
@@ -394,7 +431,7 @@ impl PublishController {
         }
     }
 
-    fn start_idle_timer(self: &Arc<Self>, stream_id: String) {
+    fn start_idle_timer(self: &Arc<Self>, stream_id: String, app_id: String) {
         let this = self.clone();
         let window = self.settings.reconnect_window;
         let id = stream_id.clone();
@@ -403,7 +440,13 @@ impl PublishController {
             if let Some(packager) = this.packagers.get(&id) {
                 packager.end_stream();
             }
-            this.events.publish(LifecycleEvent::Idle { stream_id: id.clone() });
+            this.lifecycle
+                .record(LifecycleEvent::Idle {
+                    stream_id: id.clone(),
+                    app_id,
+                    reason: "reconnect_window_expired",
+                })
+                .await;
             // Players that were watching see ENDLIST; then the live window goes,
             // so memory does not grow with every stream that ever published.
             tokio::time::sleep(ENDED_STREAM_KEPT).await;

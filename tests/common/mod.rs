@@ -6,6 +6,7 @@ pub mod admin;
 pub mod checks;
 pub mod keys;
 pub mod playlist;
+pub mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -87,26 +88,49 @@ impl Server {
             env.push((k.to_string(), v.to_string()));
         }
         let log_path = data_dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env_remove("PULSE_PUBLIC_URL")
-            .current_dir(data_dir.path())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start pulse-edge");
         let mut server = Self {
-            child: Some(child),
+            child: None,
             http,
             rtmp,
             data_dir,
             env,
             log_path,
         };
-        server.wait_ready();
+        server.spawn();
         server
+    }
+
+    fn spawn(&mut self) {
+        // Appends: a restarted server's log follows the previous run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("PULSE_PUBLIC_URL")
+            .current_dir(self.data_dir.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start pulse-edge");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the binary again on the same ports, data dir and settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
     }
 
     fn wait_ready(&mut self) {

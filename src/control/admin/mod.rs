@@ -15,6 +15,7 @@ mod routes;
 mod service;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -32,6 +33,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// `/api/v1/…` plus `/livez` and `/readyz`.
 pub fn router(service: AdminService) -> Router {
     use routes::*;
+    use webhooks::routes as wh;
     let api = Router::new()
         .route("/apps", get(list_apps).post(create_app))
         .route("/apps/{app_id}", get(get_app).patch(update_app).delete(delete_app))
@@ -57,6 +59,35 @@ pub fn router(service: AdminService) -> Router {
         .route("/live", get(live))
         .route("/live/{stream_id}", get(live_stream))
         .route("/live/{stream_id}/kick", post(kick))
+        .route(
+            "/apps/{app_id}/webhooks",
+            get(wh::list_webhooks).post(wh::create_webhook),
+        )
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}",
+            get(wh::get_webhook)
+                .patch(wh::update_webhook)
+                .delete(wh::delete_webhook),
+        )
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}/rotate-secret",
+            post(wh::rotate_webhook_secret),
+        )
+        .route("/apps/{app_id}/webhooks/{webhook_id}/test", post(wh::test_webhook))
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}/deliveries",
+            get(wh::list_deliveries),
+        )
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}/deliveries/{event_id}/redeliver",
+            post(wh::redeliver),
+        )
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}/redeliver-failed",
+            post(wh::redeliver_failed),
+        )
+        .route("/apps/{app_id}/events", get(wh::list_events))
+        .route("/events/stream", get(wh::event_feed))
         .route("/audit", get(audit))
         .route("/audit.csv", get(audit_csv))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))

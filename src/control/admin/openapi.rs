@@ -8,8 +8,11 @@ use utoipa::{Modify, OpenApi};
 use super::dto::*;
 use super::error::ErrorBody;
 use super::routes;
+use super::webhooks::dto::*;
+use super::webhooks::routes as wh;
 use crate::control::live::{AudioInput, LiveStreamStats, RenditionStats, VideoInput};
 use crate::control::model::{AdminToken, App, AuditEntry, KeyAlgorithm, PlaybackKey, Stream};
+use crate::control::webhooks::model::{Backlog, Delivery, DeliveryStatus, RecordedEvent, WebhookEndpoint};
 
 struct BearerAuth;
 
@@ -39,11 +42,16 @@ impl Modify for BearerAuth {
         routes::list_playback_keys, routes::create_playback_key, routes::delete_playback_key,
         routes::list_admin_tokens, routes::create_admin_token, routes::revoke_admin_token,
         routes::live, routes::live_stream, routes::kick, routes::audit, routes::audit_csv,
+        wh::list_webhooks, wh::create_webhook, wh::get_webhook, wh::update_webhook, wh::delete_webhook,
+        wh::rotate_webhook_secret, wh::test_webhook, wh::list_deliveries, wh::redeliver, wh::redeliver_failed,
+        wh::list_events,
     ),
     components(schemas(
         App, Stream, PlaybackKey, AdminToken, AuditEntry, KeyAlgorithm, ErrorBody, CreateApp, UpdateApp, CreateStream,
         UpdateStream, StreamWithKey, CreatePlaybackKey, CreatedPlaybackKey, MintToken, MintedToken, CreateAdminToken,
         CreatedAdminToken, Kicked, LiveStreamStats, VideoInput, AudioInput, RenditionStats,
+        WebhookView, WebhookWithSecret, CreateWebhook, UpdateWebhook, Redelivered, TestSent, WebhookEndpoint, Backlog,
+        Delivery, DeliveryStatus, RecordedEvent,
     )),
     modifiers(&BearerAuth),
 )]

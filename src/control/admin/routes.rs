@@ -23,7 +23,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// A mutation's body; one that cannot be read (malformed, too large, not
 /// JSON) is refused, and audited like any refusal after authentication.
-async fn read<T>(
+pub(super) async fn read<T>(
     s: &AdminService,
     who: &Principal,
     body: Result<Body<T>>,

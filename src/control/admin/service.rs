@@ -15,6 +15,7 @@ use crate::control::model::{
     AdminToken, App, AppPatch, AuditEntry, AuditFilter, AuditRecord, NewAdminToken, NewApp, NewPlaybackKey, NewStream,
     PlaybackKey, Stream, StreamPatch,
 };
+use crate::control::webhooks::WebhookService;
 use crate::control::{ControlStore, PlaybackTokens};
 use crate::media::LadderProfile;
 
@@ -46,10 +47,11 @@ struct Inner {
     profiles: Arc<BTreeMap<String, LadderProfile>>,
     settings: AdminSettings,
     ready: ReadinessProbe,
+    webhooks: Arc<WebhookService>,
 }
 
 /// Ids come from the URL; anything that cannot be one of ours is simply not found.
-fn plausible_id(id: &str) -> bool {
+pub(super) fn plausible_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -61,6 +63,7 @@ impl AdminService {
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: AdminSettings,
         ready: ReadinessProbe,
+        webhooks: Arc<WebhookService>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -70,12 +73,17 @@ impl AdminService {
                 profiles,
                 settings,
                 ready,
+                webhooks,
             }),
         }
     }
 
     pub fn store(&self) -> &dyn ControlStore {
         &*self.inner.store
+    }
+
+    pub(super) fn webhooks(&self) -> &WebhookService {
+        &self.inner.webhooks
     }
 
     pub fn body_limit_bytes(&self) -> usize {
@@ -92,7 +100,12 @@ impl AdminService {
         vec![("store", store), ("media", (self.inner.ready)())]
     }
 
-    async fn audit<T>(&self, who: &Principal, attempt: Attempt, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+    pub(super) async fn audit<T>(
+        &self,
+        who: &Principal,
+        attempt: Attempt,
+        outcome: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let result = match &outcome {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.audit_result(),
@@ -138,7 +151,7 @@ impl AdminService {
     }
 
     /// The app, if the caller may see it.
-    async fn visible_app(&self, who: &Principal, app_id: &str) -> Result<App, ApiError> {
+    pub(super) async fn visible_app(&self, who: &Principal, app_id: &str) -> Result<App, ApiError> {
         if !plausible_id(app_id) || !who.may_see(app_id) {
             return Err(ApiError::not_found("app"));
         }

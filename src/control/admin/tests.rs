@@ -61,6 +61,35 @@ fn live_entry(stream_id: &str, app_id: &str) -> LiveStreamStats {
     }
 }
 
+/// The real webhook stack over the fixture's store, allowed to reach loopback.
+fn webhook_service(store: Arc<SqliteStore>) -> Arc<crate::control::webhooks::WebhookService> {
+    use crate::control::webhooks::{retry::RetrySchedule, sender::Sender, AddressPolicy, DispatchSettings, Dispatcher};
+    let events: Arc<dyn crate::control::EventStore> = store;
+    let policy = Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().expect("net")]));
+    let lifecycle = Arc::new(crate::control::Lifecycle::new(
+        events.clone(),
+        crate::control::EventBus::default(),
+        100,
+        Duration::from_secs(30),
+    ));
+    let sender = Sender::new(policy.clone(), Duration::from_secs(2)).expect("client");
+    let dispatcher = Dispatcher::new(
+        events.clone(),
+        sender,
+        DispatchSettings {
+            schedule: RetrySchedule::from_secs(&[1]),
+            lanes_in_flight: 2,
+        },
+    );
+    Arc::new(crate::control::webhooks::WebhookService::new(
+        events,
+        policy,
+        dispatcher,
+        lifecycle,
+        Duration::from_secs(3600),
+    ))
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
@@ -103,6 +132,7 @@ async fn fixture_with_body_limit(body_limit_bytes: usize) -> Fixture {
                 false => Err("GStreamer element x264enc is missing".to_owned()),
             })
         },
+        webhook_service(store.clone()),
     );
     let (_, global) = store
         .create_admin_token(NewAdminToken {

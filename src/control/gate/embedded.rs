@@ -34,7 +34,9 @@ impl PublishAuthorizer for EmbeddedAuthorizer {
             Err(e) => return Err(unavailable(e)),
         };
         if !stream.enabled {
-            return Err(AuthDenial::new(DenyReason::Disabled, "stream is disabled"));
+            return Err(
+                AuthDenial::new(DenyReason::Disabled, "stream is disabled").of_stream(&stream.id, &stream.app_id)
+            );
         }
         let app = match self.store.app(&stream.app_id).await {
             Ok(Some(app)) => app,

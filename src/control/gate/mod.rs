@@ -51,6 +51,15 @@ pub struct Authorization {
 pub struct AuthDenial {
     pub reason: DenyReason,
     pub message: String,
+    /// The stream and app the refused key belongs to, when known: the
+    /// app's webhooks hear about refusals of its own streams only.
+    pub target: Option<DeniedStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedStream {
+    pub stream_id: String,
+    pub app_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,7 +125,16 @@ impl AuthDenial {
         Self {
             reason,
             message: message.into(),
+            target: None,
         }
+    }
+
+    pub fn of_stream(mut self, stream_id: &str, app_id: &str) -> Self {
+        self.target = Some(DeniedStream {
+            stream_id: stream_id.to_owned(),
+            app_id: app_id.to_owned(),
+        });
+        self
     }
 }
 

@@ -59,6 +59,10 @@ pub fn new_admin_token_id() -> String {
     format!("at_{}", random_hex(8))
 }
 
+pub fn new_webhook_id() -> String {
+    format!("wh_{}", random_hex(8))
+}
+
 pub fn new_audit_id() -> String {
     format!("au_{}", random_hex(8))
 }

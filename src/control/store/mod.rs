@@ -2,6 +2,7 @@
 //! implementation can follow the embedded SQLite one for multi-node
 //! deployments. Queries are written in the SQL both understand.
 
+mod outbox;
 mod sqlite;
 pub mod validate;
 
@@ -12,6 +13,7 @@ use super::model::{
     PlaybackKey, Stream, StreamPatch, VerificationKey,
 };
 
+pub use outbox::EventStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@
 mod admin_tokens;
 mod apps;
 mod audit;
+mod outbox;
 mod playback_keys;
 mod streams;
 #[cfg(test)]

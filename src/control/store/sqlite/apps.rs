@@ -140,7 +140,14 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        for table in ["streams", "playback_keys", "admin_tokens"] {
+        sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE endpoint_id IN (SELECT id FROM webhook_endpoints WHERE app_id = ?)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        // Its events stay: they are history (and usage) of the app.
+        for table in ["streams", "playback_keys", "admin_tokens", "webhook_endpoints"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
