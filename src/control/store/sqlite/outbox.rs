@@ -513,3 +513,181 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
         delivered_at_ms: row.try_get("delivered_at")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tests::open;
+    use super::*;
+    use crate::control::model::DEFAULT_APP_ID;
+
+    fn stream_event(kind: EventType, stream: &str, state: Option<StreamState>) -> NewEvent {
+        NewEvent {
+            event_type: kind,
+            app_id: Some(DEFAULT_APP_ID.into()),
+            stream_id: Some(stream.into()),
+            state: state.map(|s| (s, Some(1))),
+            data: json!({ "n": 1 }),
+            only_endpoint: None,
+        }
+    }
+
+    async fn endpoint(store: &SqliteStore, types: &[&str]) -> WebhookEndpoint {
+        store
+            .create_webhook(
+                DEFAULT_APP_ID,
+                NewWebhook {
+                    url: "http://127.0.0.1:9/".into(),
+                    description: String::new(),
+                    event_types: types.iter().map(|t| t.to_string()).collect(),
+                    secret: "whsec_x".into(),
+                },
+            )
+            .await
+            .expect("endpoint")
+    }
+
+    #[tokio::test]
+    async fn events_get_per_stream_sequences_and_leave_the_stream_in_their_state() {
+        let (_dir, store) = open().await;
+        let a1 = store
+            .record_event(
+                stream_event(EventType::StreamConnected, "a", Some(StreamState::Connected)),
+                10,
+            )
+            .await
+            .expect("record");
+        let b1 = store
+            .record_event(
+                stream_event(EventType::StreamConnected, "b", Some(StreamState::Connected)),
+                10,
+            )
+            .await
+            .expect("record");
+        let a2 = store
+            .record_event(stream_event(EventType::ViewersUpdated, "a", None), 10)
+            .await
+            .expect("record");
+        assert_eq!((a1.sequence, b1.sequence, a2.sequence), (Some(1), Some(1), Some(2)));
+        assert!(a1.position < b1.position && b1.position < a2.position);
+        let body: serde_json::Value = serde_json::from_str(&a2.payload).expect("json");
+        assert_eq!(
+            (body["sequence"].as_i64(), body["id"].as_str()),
+            (Some(2), Some(a2.id.as_str()))
+        );
+        // An event without a state change leaves the state alone.
+        let open = store.open_streams().await.expect("open");
+        assert_eq!(open.len(), 2);
+        assert!(open.iter().all(|s| s.state == StreamState::Connected), "{open:?}");
+        store
+            .record_event(stream_event(EventType::StreamIdle, "a", Some(StreamState::Idle)), 10)
+            .await
+            .expect("record");
+        let open = store.open_streams().await.expect("open");
+        assert_eq!(open.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn each_lane_offers_only_its_first_pending_event_and_filters_apply() {
+        let (_dir, store) = open().await;
+        let all = endpoint(&store, &[]).await;
+        let idle_only = endpoint(&store, &["stream.idle"]).await;
+        let mut recorded = Vec::new();
+        for (kind, stream) in [
+            (EventType::StreamConnected, "a"),
+            (EventType::StreamConnected, "b"),
+            (EventType::StreamActive, "a"),
+            (EventType::StreamIdle, "a"),
+        ] {
+            recorded.push(
+                store
+                    .record_event(stream_event(kind, stream, None), 10)
+                    .await
+                    .expect("record"),
+            );
+        }
+        let due = store.due_deliveries(&all.id, i64::MAX, 10).await.expect("due");
+        let heads: Vec<&str> = due.iter().map(|d| d.event.id.as_str()).collect();
+        assert_eq!(
+            heads,
+            [recorded[0].id.as_str(), recorded[1].id.as_str()],
+            "a's head and b's head"
+        );
+        // A retry pushes a's head into the future: a's later events wait behind it.
+        let later = unix_now_ms() + 60_000;
+        let retry = AttemptOutcome::Retry {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            next_attempt_at_ms: later,
+        };
+        store
+            .finish_attempt(&all.id, recorded[0].position, &retry)
+            .await
+            .expect("finish");
+        let due = store.due_deliveries(&all.id, unix_now_ms(), 10).await.expect("due");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event.id, recorded[1].id);
+        assert_eq!(
+            store.next_attempt_at(&all.id).await.expect("next"),
+            Some(recorded[1].created_at_ms)
+        );
+        store
+            .finish_attempt(
+                &all.id,
+                recorded[1].position,
+                &AttemptOutcome::Delivered { status: 200 },
+            )
+            .await
+            .expect("finish");
+        assert_eq!(store.next_attempt_at(&all.id).await.expect("next"), Some(later));
+        let backlog = store.backlog(&all.id).await.expect("backlog");
+        assert_eq!((backlog.pending, backlog.dead), (3, 0));
+        // The filtered endpoint got the idle event only.
+        let idle = store
+            .deliveries(
+                &idle_only.id,
+                &DeliveryFilter {
+                    status: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("list");
+        assert_eq!(idle.len(), 1);
+        assert_eq!(idle[0].event.event_type, "stream.idle");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_dead_letters_and_redelivery_requeues() {
+        let (_dir, store) = open().await;
+        let hook = endpoint(&store, &[]).await;
+        for _ in 0..3 {
+            store
+                .record_event(stream_event(EventType::ViewersUpdated, "s", None), 2)
+                .await
+                .expect("record");
+        }
+        let backlog = store.backlog(&hook.id).await.expect("backlog");
+        assert_eq!((backlog.pending, backlog.dead), (2, 1));
+        let dead = store
+            .deliveries(
+                &hook.id,
+                &DeliveryFilter {
+                    status: Some(DeliveryStatus::Dead),
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("dead");
+        assert!(dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("queue was full")));
+        assert_eq!(store.redeliver_dead(&hook.id).await.expect("redeliver"), 1);
+        assert_eq!(store.backlog(&hook.id).await.expect("backlog").pending, 3);
+        assert!(!store.redeliver(&hook.id, "evt_nope").await.expect("redeliver"));
+        assert!(store.delete_webhook(&hook.id).await.expect("delete"));
+        assert_eq!(store.backlog(&hook.id).await.expect("backlog").pending, 0);
+    }
+}
