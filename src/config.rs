@@ -55,6 +55,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub webhooks: WebhooksConfig,
+    pub viewers: ViewersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +111,25 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Viewer sessions (see `control::viewers`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewersConfig {
+    /// A viewer without a playlist request for this long has left.
+    pub session_timeout_secs: u64,
+    /// Sessions counted at once, across streams; beyond, viewers are served but not counted.
+    pub max_sessions: usize,
+}
+
+impl Default for ViewersConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_secs: 30,
+            max_sessions: 200_000,
         }
     }
 }
@@ -244,6 +264,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
             webhooks: WebhooksConfig::default(),
+            viewers: ViewersConfig::default(),
         }
     }
 }
@@ -382,6 +403,11 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.admin.body_limit_bytes) {
             return Err(ConfigError::Invalid(
                 "admin.body_limit_bytes must be between 1024 and 16777216".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.viewers.session_timeout_secs) || self.viewers.max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "viewers.session_timeout_secs must be 1-3600 and viewers.max_sessions at least 1".into(),
             ));
         }
         self.webhooks.allowed_networks()?;

@@ -103,6 +103,9 @@ fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often counted usage is added to the store (what a crash can lose).
+const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
 struct Webhooks {
     lifecycle: Arc<control::Lifecycle>,
     dispatcher: Arc<control::webhooks::Dispatcher>,
@@ -181,6 +184,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(metrics.clone().count_auth_failures(events.subscribe()));
     tokio::spawn(control::events::log_events(events.subscribe()));
     let webhooks = start_webhooks(&config, &store, events.clone()).await?;
+    let shutdown = CancellationToken::new();
+    let usage_store: Arc<dyn control::UsageStore> = Arc::new(store.clone());
+    let usage = control::usage::UsageMeter::new(usage_store.clone());
+    let usage_task = tokio::spawn(usage.clone().run(USAGE_FLUSH_EVERY, shutdown.clone()));
+    let audience = control::audience::Audience::new(
+        control::viewers::ViewerSettings {
+            session_timeout: Duration::from_secs(config.viewers.session_timeout_secs),
+            max_sessions: config.viewers.max_sessions,
+            ..control::viewers::ViewerSettings::default()
+        },
+        usage.clone(),
+        tokens.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(audience.clone().run(webhooks.lifecycle.clone(), shutdown.clone()));
 
     let part_target = Duration::from_millis(config.hls.part_target_ms);
     let segment_target = Duration::from_millis(config.hls.segment_target_ms);
@@ -216,12 +234,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),
         },
-        webhooks.lifecycle.clone(),
         tokens.clone(),
-        metrics.clone(),
+        control::PublishReporting {
+            lifecycle: webhooks.lifecycle.clone(),
+            metrics: metrics.clone(),
+            usage: usage.clone(),
+        },
     );
 
-    let shutdown = CancellationToken::new();
     let rtmp = ingest::rtmp::RtmpServer::bind(
         ingest::rtmp::RtmpSettings {
             listen: config.rtmp.listen,
@@ -282,9 +302,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             body_limit_bytes: config.admin.body_limit_bytes,
         },
         Arc::new(media::readiness),
-        webhooks.service.clone(),
+        control::admin::Reporting {
+            webhooks: webhooks.service.clone(),
+            audience: audience.clone(),
+            usage: usage_store,
+        },
     );
-    let app = delivery::router(delivery::PlaybackService::new(packagers, tokens))
+    let playback = delivery::PlaybackService::new(packagers, tokens).with_viewers(audience);
+    let app = delivery::router(playback)
         .merge(control::admin::router(admin))
         .route(
             "/metrics",
@@ -309,6 +334,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = rtmp_task.await;
         let _ = http_task.await;
+        // The last usage counts reach the store before it closes.
+        let _ = usage_task.await;
     })
     .await;
     store.close().await;

@@ -36,6 +36,8 @@ pub struct LiveStreamStats {
     /// below 1.0.
     pub frames_dropped: u64,
     pub renditions: Vec<RenditionStats>,
+    /// Concurrent viewer sessions (filled in by the admin API).
+    pub viewers: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -11,7 +11,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use tokio::sync::broadcast;
 
 use super::events::LifecycleEvent;
@@ -27,6 +30,11 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     auth_failures: IntCounterVec,
+    /// Concurrent viewers by app (sessions, see `viewers`).
+    pub viewers: IntGaugeVec,
+    pub viewer_seconds: CounterVec,
+    /// Response body bytes of playlists, media and keys.
+    pub delivered_bytes: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,18 @@ impl Metrics {
             Opts::new("pulse_auth_failures_total", "Refused publishes by reason"),
             &["reason"],
         )?;
+        let viewers = IntGaugeVec::new(
+            Opts::new("pulse_viewers", "Concurrent viewer sessions by app"),
+            &["app_id"],
+        )?;
+        let viewer_seconds = CounterVec::new(
+            Opts::new("pulse_viewer_seconds_total", "Viewer time credited, by app"),
+            &["app_id"],
+        )?;
+        let delivered_bytes = IntCounter::new(
+            "pulse_delivered_bytes_total",
+            "Response body bytes the edge served (playlists, parts, segments, inits, keys)",
+        )?;
         for protocol in PROTOCOLS {
             ingest_bytes.with_label_values(&[protocol]);
         }
@@ -71,6 +91,9 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(viewers.clone()))?;
+        registry.register(Box::new(viewer_seconds.clone()))?;
+        registry.register(Box::new(delivered_bytes.clone()))?;
         if let Some(hls) = crate::hls::metrics::metrics() {
             registry.register(Box::new(hls.parts_published.clone()))?;
             registry.register(Box::new(hls.part_publish_lag.clone()))?;
@@ -84,6 +107,9 @@ impl Metrics {
             http_requests,
             http_duration,
             auth_failures,
+            viewers,
+            viewer_seconds,
+            delivered_bytes,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! wiring, playback tokens and the lifecycle event bus.
 
 pub mod admin;
+pub mod audience;
 pub mod events;
 pub mod gate;
 pub mod keys;
@@ -13,11 +14,13 @@ pub mod publish;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
+pub mod usage;
+pub mod viewers;
 pub mod webhooks;
 
 pub use events::{EventBus, LifecycleEvent};
 pub use lifecycle::Lifecycle;
 pub use model::Stream;
-pub use publish::{PublishController, PublishSettings};
-pub use store::{ControlStore, EventStore, SqliteStore, StoreError};
+pub use publish::{PublishController, PublishReporting, PublishSettings};
+pub use store::{ControlStore, EventStore, SqliteStore, StoreError, UsageStore};
 pub use tokens::{PlaybackClaims, PlaybackTokens, TokenError, TokenRejection};

@@ -21,6 +21,7 @@ use super::lifecycle::Lifecycle;
 use super::live::{LiveStreamStats, LiveStreams};
 use super::metrics::Metrics;
 use super::sessions::{LiveSession, SAMPLE_EVERY};
+use super::usage::UsageMeter;
 use crate::hls::{Packagers, StreamOptions};
 use crate::ingest::{PublishGate, PublishRejection, PublishRequest, PublishSession};
 use crate::media::{self, LadderProfile, LadderSettings};
@@ -61,9 +62,17 @@ pub struct PublishController {
     /// by an app's own keys open only that app's streams.
     playback: super::PlaybackTokens,
     metrics: Arc<Metrics>,
+    usage: Arc<UsageMeter>,
     active: Mutex<HashMap<String, ActivePublish>>,
     idle_timers: Mutex<HashMap<String, JoinHandle<()>>>,
     next_session: AtomicU64,
+}
+
+/// Where a publish session reports to.
+pub struct PublishReporting {
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<UsageMeter>,
 }
 
 impl PublishController {
@@ -72,10 +81,14 @@ impl PublishController {
         packagers: Packagers,
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: PublishSettings,
-        lifecycle: Arc<Lifecycle>,
         playback: super::PlaybackTokens,
-        metrics: Arc<Metrics>,
+        reporting: PublishReporting,
     ) -> Arc<Self> {
+        let PublishReporting {
+            lifecycle,
+            metrics,
+            usage,
+        } = reporting;
         Arc::new(Self {
             admission,
             packagers,
@@ -84,6 +97,7 @@ impl PublishController {
             lifecycle,
             playback,
             metrics,
+            usage,
             active: Mutex::new(HashMap::new()),
             idle_timers: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
@@ -307,10 +321,17 @@ impl PublishController {
         // Warnings and failures go to the event bus on their way to the packager.
         let events = self.lifecycle.bus().clone();
         let tap_stream = stream_id.clone();
+        let tap_live = live.clone();
         let tap = async move {
             let mut failure = None;
             while let Some(event) = ladder_rx.recv().await {
                 match &event {
+                    media::LadderEvent::Renditions(specs) => {
+                        let transcoded = specs.iter().filter(|s| !s.passthrough).count();
+                        tap_live
+                            .transcoded_renditions
+                            .store(u32::try_from(transcoded).unwrap_or(u32::MAX), Ordering::Relaxed);
+                    }
                     media::LadderEvent::Warning(message) => events.publish(LifecycleEvent::Warning {
                         stream_id: tap_stream.clone(),
                         session,
@@ -411,9 +432,18 @@ impl PublishController {
         let bytes = self.metrics.ingest_bytes.with_label_values(&[live.protocol]);
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
         loop {
-            tick.tick().await;
+            let now = tick.tick().await;
             bytes.inc_by(live.sample());
+            // usage: ingest time, and time of each transcoded rendition.
+            self.usage.ingest(
+                &live.app_id,
+                &live.stream_id,
+                now.saturating_duration_since(last),
+                live.transcoded_renditions.load(Ordering::Relaxed),
+            );
+            last = now;
             if let Some(over) = live.over_ingest_limit() {
                 tracing::warn!(
                     measured_kbps = over.measured_kbps,

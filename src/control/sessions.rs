@@ -55,6 +55,8 @@ pub struct LiveSession {
     pub client: SocketAddr,
     pub max_ingest_kbps: Option<u32>,
     pub counters: Arc<IngestCounters>,
+    /// Renditions the ladder encodes (not copies), for usage metering.
+    pub transcoded_renditions: std::sync::atomic::AtomicU32,
     started_at: SystemTime,
     started: Instant,
     packager: Mutex<Option<Arc<StreamPackager>>>,
@@ -79,6 +81,7 @@ impl LiveSession {
             client,
             max_ingest_kbps,
             counters: Arc::default(),
+            transcoded_renditions: std::sync::atomic::AtomicU32::new(0),
             started_at: SystemTime::now(),
             started: Instant::now(),
             packager: Mutex::new(None),
@@ -236,6 +239,7 @@ impl LiveSession {
             frames_received: self.counters.video_frames.load(relaxed) + self.counters.audio_frames.load(relaxed),
             frames_dropped: self.frames_dropped(),
             renditions,
+            viewers: 0,
         }
     }
 }

@@ -5,7 +5,9 @@
 mod error;
 mod routes;
 mod service;
+mod viewers;
 
 pub use error::DeliveryError;
 pub use routes::router;
 pub use service::{PlaybackService, PlaylistQuery};
+pub use viewers::ViewerReporter;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::DeliveryError;
+use super::{DeliveryError, ViewerReporter};
 use crate::control::PlaybackTokens;
 use crate::hls::{Packagers, PlaylistRequest, SkipRequest, StreamPackager};
 
@@ -12,6 +12,8 @@ use crate::hls::{Packagers, PlaylistRequest, SkipRequest, StreamPackager};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlaylistQuery<'a> {
     pub token: Option<Cow<'a, str>>,
+    /// The viewer session the master playlist handed out.
+    pub session: Option<Cow<'a, str>>,
     pub msn: Option<u64>,
     pub part: Option<u64>,
     pub skip: Option<SkipRequest>,
@@ -35,6 +37,7 @@ impl<'a> PlaylistQuery<'a> {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match &*decode(name) {
                 "token" => out.token = Some(decode(value)),
+                "vs" => out.session = Some(decode(value)),
                 "_HLS_msn" => out.msn = number("_HLS_msn", value)?,
                 "_HLS_part" => out.part = number("_HLS_part", value)?,
                 "_HLS_skip" => {
@@ -97,6 +100,7 @@ fn decode(value: &str) -> Cow<'_, str> {
 pub struct PlaybackService {
     packagers: Arc<Packagers>,
     tokens: Arc<PlaybackTokens>,
+    viewers: Option<Arc<dyn ViewerReporter>>,
 }
 
 impl PlaybackService {
@@ -104,6 +108,19 @@ impl PlaybackService {
         Self {
             packagers: Arc::new(packagers),
             tokens: Arc::new(tokens),
+            viewers: None,
+        }
+    }
+
+    /// Viewer sessions and delivered bytes go to `viewers`.
+    pub fn with_viewers(mut self, viewers: Arc<dyn ViewerReporter>) -> Self {
+        self.viewers = Some(viewers);
+        self
+    }
+
+    fn delivered(&self, stream_id: &str, bytes: usize) {
+        if let Some(viewers) = &self.viewers {
+            viewers.delivered(stream_id, bytes as u64);
         }
     }
 
@@ -122,8 +139,17 @@ impl PlaybackService {
 
     pub fn master_playlist(&self, stream_id: &str, token: Option<&str>) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, token)?;
-        let query = token_query(token);
-        packager.master_playlist(&query).ok_or(DeliveryError::NotFound)
+        let mut query = token_query(token);
+        if let Some(session) = self.viewers.as_ref().and_then(|v| v.session_started(stream_id)) {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str("vs=");
+            query.push_str(&session);
+        }
+        let body = packager.master_playlist(&query).ok_or(DeliveryError::NotFound)?;
+        self.delivered(stream_id, body.len());
+        Ok(body)
     }
 
     pub async fn media_playlist(
@@ -133,17 +159,25 @@ impl PlaybackService {
         query: PlaylistQuery<'_>,
     ) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, query.token.as_deref())?;
+        if let (Some(viewers), Some(session)) = (&self.viewers, query.session.as_deref()) {
+            let alternate = packager.media_content_type(rendition) == "audio/mp4";
+            viewers.playlist_requested(session, stream_id, rendition, alternate);
+        }
         let key_query = token_query(query.token.as_deref());
         let request = PlaylistRequest {
             msn: query.msn,
             part: query.part,
             skip: query.skip,
         };
-        Ok(packager.media_playlist(rendition, request, &key_query).await?)
+        let body = packager.media_playlist(rendition, request, &key_query).await?;
+        self.delivered(stream_id, body.len());
+        Ok(body)
     }
 
     pub async fn part(&self, stream_id: &str, rendition: &str, msn: u64, part: u64) -> Result<Bytes, DeliveryError> {
-        Ok(self.stream(stream_id)?.part(rendition, msn, part).await?)
+        let body = self.stream(stream_id)?.part(rendition, msn, part).await?;
+        self.delivered(stream_id, body.len());
+        Ok(body)
     }
 
     pub fn media_content_type(&self, stream_id: &str, rendition: &str) -> &'static str {
@@ -153,15 +187,21 @@ impl PlaybackService {
     }
 
     pub async fn segment(&self, stream_id: &str, rendition: &str, msn: u64) -> Result<Bytes, DeliveryError> {
-        Ok(self.stream(stream_id)?.segment(rendition, msn).await?)
+        let body = self.stream(stream_id)?.segment(rendition, msn).await?;
+        self.delivered(stream_id, body.len());
+        Ok(body)
     }
 
     pub fn init(&self, stream_id: &str, rendition: &str, init_id: u64) -> Result<Bytes, DeliveryError> {
-        Ok(self.stream(stream_id)?.init(rendition, init_id)?)
+        let body = self.stream(stream_id)?.init(rendition, init_id)?;
+        self.delivered(stream_id, body.len());
+        Ok(body)
     }
 
     pub fn key(&self, stream_id: &str, key_id: u64, token: Option<&str>) -> Result<[u8; 16], DeliveryError> {
-        Ok(self.authorised(stream_id, token)?.key(key_id)?)
+        let key = self.authorised(stream_id, token)?.key(key_id)?;
+        self.delivered(stream_id, key.len());
+        Ok(key)
     }
 }
 
@@ -198,11 +238,12 @@ mod tests {
 
     #[test]
     fn parses_blocking_and_skip_directives() {
-        let q = PlaylistQuery::parse("token=t&_HLS_msn=12&_HLS_part=3&_HLS_skip=YES").expect("valid");
+        let q = PlaylistQuery::parse("token=t&vs=vs_1&_HLS_msn=12&_HLS_part=3&_HLS_skip=YES").expect("valid");
         assert_eq!(
             q,
             PlaylistQuery {
                 token: Some("t".into()),
+                session: Some("vs_1".into()),
                 msn: Some(12),
                 part: Some(3),
                 skip: Some(SkipRequest::Yes)

@@ -2,34 +2,22 @@
 
 use super::error::ApiError;
 use crate::control::model::AuditEntry;
+use crate::control::usage::model::UsageRow;
 
-pub fn audit_csv(entries: &[AuditEntry]) -> Result<String, ApiError> {
+/// A header and rows as CSV (RFC 4180 quoting by the csv crate).
+pub fn to_csv(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<String, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let failed = |e: csv::Error| {
-        tracing::error!(error = %e, "admin API: writing the audit CSV failed");
+        tracing::error!(error = %e, "admin API: writing a CSV export failed");
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "could not write CSV",
         )
     };
-    writer
-        .write_record(["id", "at_ms", "actor", "ip", "action", "target", "app_id", "result"])
-        .map_err(failed)?;
-    for e in entries {
-        let at = e.at_ms.to_string();
-        writer
-            .write_record([
-                e.id.as_str(),
-                at.as_str(),
-                e.actor.as_str(),
-                e.ip.as_deref().unwrap_or(""),
-                e.action.as_str(),
-                e.target.as_str(),
-                e.app_id.as_deref().unwrap_or(""),
-                e.result.as_str(),
-            ])
-            .map_err(failed)?;
+    writer.write_record(header).map_err(failed)?;
+    for row in rows {
+        writer.write_record(&row).map_err(failed)?;
     }
     let bytes = writer.into_inner().map_err(|e| failed(e.into_error().into()))?;
     String::from_utf8(bytes).map_err(|_| {
@@ -39,6 +27,53 @@ pub fn audit_csv(entries: &[AuditEntry]) -> Result<String, ApiError> {
             "CSV is not UTF-8",
         )
     })
+}
+
+pub fn audit_csv(entries: &[AuditEntry]) -> Result<String, ApiError> {
+    let rows = entries.iter().map(|e| {
+        vec![
+            e.id.clone(),
+            e.at_ms.to_string(),
+            e.actor.clone(),
+            e.ip.clone().unwrap_or_default(),
+            e.action.clone(),
+            e.target.clone(),
+            e.app_id.clone().unwrap_or_default(),
+            e.result.clone(),
+        ]
+    });
+    to_csv(
+        &["id", "at_ms", "actor", "ip", "action", "target", "app_id", "result"],
+        rows,
+    )
+}
+
+pub fn usage_csv(rows: &[UsageRow]) -> Result<String, ApiError> {
+    let rows = rows.iter().map(|r| {
+        vec![
+            r.app_id.clone(),
+            r.stream_id.clone().unwrap_or_default(),
+            r.hour.to_string(),
+            format!("{:.3}", r.ingest_minutes),
+            format!("{:.3}", r.rendition_minutes),
+            r.delivered_bytes.to_string(),
+            format!("{:.3}", r.viewer_seconds),
+            r.peak_viewers.to_string(),
+        ]
+    });
+    to_csv(
+        &[
+            "app_id",
+            "stream_id",
+            "hour",
+            "ingest_minutes",
+            "rendition_minutes",
+            "delivered_bytes",
+            "viewer_seconds",
+            "peak_viewers",
+        ],
+        rows,
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod routes;
 mod service;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -24,7 +25,7 @@ use axum::{Json, Router};
 
 pub use auth::Principal;
 pub use error::ApiError;
-pub use service::{AdminService, AdminSettings, ReadinessProbe};
+pub use service::{AdminService, AdminSettings, ReadinessProbe, Reporting};
 
 /// Admin request bodies are small JSON documents (a custom ladder is the
 /// largest); `admin.body_limit_bytes` in the configuration.
@@ -87,6 +88,9 @@ pub fn router(service: AdminService) -> Router {
             post(wh::redeliver_failed),
         )
         .route("/apps/{app_id}/events", get(wh::list_events))
+        .route("/apps/{app_id}/streams/{stream_id}/viewers", get(usage::viewers))
+        .route("/apps/{app_id}/usage", get(usage::usage))
+        .route("/apps/{app_id}/usage.csv", get(usage::usage_csv))
         .route("/events/stream", get(wh::event_feed))
         .route("/audit", get(audit))
         .route("/audit.csv", get(audit_csv))

@@ -10,11 +10,13 @@ use super::audit::{self, Attempt};
 use super::auth::Principal;
 use super::dto::*;
 use super::error::ApiError;
+use crate::control::audience::Audience;
 use crate::control::live::{LiveStreamStats, LiveStreams};
 use crate::control::model::{
     AdminToken, App, AppPatch, AuditEntry, AuditFilter, AuditRecord, NewAdminToken, NewApp, NewPlaybackKey, NewStream,
     PlaybackKey, Stream, StreamPatch,
 };
+use crate::control::store::UsageStore;
 use crate::control::webhooks::WebhookService;
 use crate::control::{ControlStore, PlaybackTokens};
 use crate::media::LadderProfile;
@@ -47,7 +49,14 @@ struct Inner {
     profiles: Arc<BTreeMap<String, LadderProfile>>,
     settings: AdminSettings,
     ready: ReadinessProbe,
-    webhooks: Arc<WebhookService>,
+    reporting: Reporting,
+}
+
+/// What the admin API reports from: webhooks and events, viewers, usage.
+pub struct Reporting {
+    pub webhooks: Arc<WebhookService>,
+    pub audience: Arc<Audience>,
+    pub usage: Arc<dyn UsageStore>,
 }
 
 /// Ids come from the URL; anything that cannot be one of ours is simply not found.
@@ -63,7 +72,7 @@ impl AdminService {
         profiles: Arc<BTreeMap<String, LadderProfile>>,
         settings: AdminSettings,
         ready: ReadinessProbe,
-        webhooks: Arc<WebhookService>,
+        reporting: Reporting,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -73,7 +82,7 @@ impl AdminService {
                 profiles,
                 settings,
                 ready,
-                webhooks,
+                reporting,
             }),
         }
     }
@@ -83,7 +92,19 @@ impl AdminService {
     }
 
     pub(super) fn webhooks(&self) -> &WebhookService {
-        &self.inner.webhooks
+        &self.inner.reporting.webhooks
+    }
+
+    pub(super) fn audience(&self) -> &Audience {
+        &self.inner.reporting.audience
+    }
+
+    pub(super) fn audience_counts(&self) -> tokio::sync::broadcast::Receiver<crate::control::viewers::ViewerCount> {
+        self.inner.reporting.audience.counts()
+    }
+
+    pub(super) fn usage_store(&self) -> &dyn UsageStore {
+        &*self.inner.reporting.usage
     }
 
     pub fn body_limit_bytes(&self) -> usize {
@@ -163,7 +184,12 @@ impl AdminService {
     }
 
     /// The stream, if it belongs to `app_id` and the caller may see that app.
-    async fn visible_stream(&self, who: &Principal, app_id: &str, stream_id: &str) -> Result<Stream, ApiError> {
+    pub(super) async fn visible_stream(
+        &self,
+        who: &Principal,
+        app_id: &str,
+        stream_id: &str,
+    ) -> Result<Stream, ApiError> {
         self.visible_app(who, app_id).await?;
         if !plausible_id(stream_id) {
             return Err(ApiError::not_found("stream"));
@@ -580,11 +606,19 @@ impl AdminService {
     // ---- live ----
 
     pub fn live(&self, who: &Principal, app_id: Option<&str>) -> Vec<LiveStreamStats> {
-        match (&who.app_id, app_id) {
+        let mut live = match (&who.app_id, app_id) {
             (Some(own), Some(asked)) if own != asked => Vec::new(),
             (Some(own), _) => self.inner.live.live(Some(own)),
             (None, asked) => self.inner.live.live(asked),
+        };
+        for stats in &mut live {
+            self.add_viewers(stats);
         }
+        live
+    }
+
+    fn add_viewers(&self, stats: &mut LiveStreamStats) {
+        stats.viewers = self.audience().count(&stats.stream_id).map_or(0, |c| c.viewers);
     }
 
     pub fn live_stream(&self, who: &Principal, stream_id: &str) -> Result<LiveStreamStats, ApiError> {
@@ -592,6 +626,10 @@ impl AdminService {
             .live
             .live_stream(stream_id)
             .filter(|s| who.may_see(&s.app_id))
+            .map(|mut stats| {
+                self.add_viewers(&mut stats);
+                stats
+            })
             .ok_or_else(|| ApiError::not_found("live stream"))
     }
 

@@ -58,10 +58,26 @@ fn live_entry(stream_id: &str, app_id: &str) -> LiveStreamStats {
         frames_received: 0,
         frames_dropped: 0,
         renditions: Vec::new(),
+        viewers: 0,
     }
 }
 
-/// The real webhook stack over the fixture's store, allowed to reach loopback.
+/// The real reporting stack over the fixture's store; webhooks may reach loopback.
+fn reporting(store: Arc<SqliteStore>) -> super::Reporting {
+    let metrics = crate::control::metrics::Metrics::new().expect("metrics");
+    let usage = crate::control::usage::UsageMeter::new(store.clone());
+    super::Reporting {
+        webhooks: webhook_service(store.clone()),
+        audience: crate::control::audience::Audience::new(
+            crate::control::viewers::ViewerSettings::default(),
+            usage,
+            PlaybackTokens::from_secret(&[5; 32], Duration::ZERO),
+            metrics,
+        ),
+        usage: store,
+    }
+}
+
 fn webhook_service(store: Arc<SqliteStore>) -> Arc<crate::control::webhooks::WebhookService> {
     use crate::control::webhooks::{retry::RetrySchedule, sender::Sender, AddressPolicy, DispatchSettings, Dispatcher};
     let events: Arc<dyn crate::control::EventStore> = store;
@@ -132,7 +148,7 @@ async fn fixture_with_body_limit(body_limit_bytes: usize) -> Fixture {
                 false => Err("GStreamer element x264enc is missing".to_owned()),
             })
         },
-        webhook_service(store.clone()),
+        reporting(store.clone()),
     );
     let (_, global) = store
         .create_admin_token(NewAdminToken {

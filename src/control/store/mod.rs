@@ -4,6 +4,7 @@
 
 mod outbox;
 mod sqlite;
+mod usage;
 pub mod validate;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use super::model::{
 
 pub use outbox::EventStore;
 pub use sqlite::SqliteStore;
+pub use usage::UsageStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

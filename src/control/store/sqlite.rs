@@ -16,6 +16,7 @@ mod playback_keys;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;

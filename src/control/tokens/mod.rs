@@ -242,6 +242,11 @@ impl PlaybackTokens {
         }
     }
 
+    /// The app a stream was bound to when its publish was accepted.
+    pub fn app_of(&self, stream_id: &str) -> Option<String> {
+        self.stream_apps.read().get(stream_id).cloned()
+    }
+
     /// Forgets a stream that is no longer served.
     pub fn unbind_stream(&self, stream_id: &str) {
         self.stream_apps.write().remove(stream_id);

@@ -177,7 +177,8 @@ pub async fn list_events(
 }
 
 /// Server-Sent Events: every committed event of the caller's app(s), as
-/// it is committed. Left out of the OpenAPI document (it never ends, which
+/// it is committed, and every change of a stream's viewer count (`event:
+/// viewers`, within a second, unthrottled). Left out of the OpenAPI document (it never ends, which
 /// a schema fuzzer cannot judge); documented in the README.
 pub async fn event_feed(
     State(s): State<AdminService>,
@@ -185,6 +186,7 @@ pub async fn event_feed(
     Query(query): Query<FeedQuery>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let scope = s.feed_scope(&who, query.app_id).await?;
+    let scope_for_counts = scope.clone();
     let feed = s.webhooks().feed();
     let stream = futures::stream::unfold((feed, scope), |(mut feed, scope)| async move {
         loop {
@@ -209,7 +211,23 @@ pub async fn event_feed(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let counts = futures::stream::unfold(
+        (s.audience_counts(), scope_for_counts),
+        |(mut counts, scope)| async move {
+            loop {
+                match counts.recv().await {
+                    Ok(count) if scope.as_deref().is_none_or(|app| app == count.app_id) => {
+                        let sse = Event::default().event("viewers").json_data(&count).unwrap_or_default();
+                        return Some((Ok(sse), (counts, scope)));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let merged = futures::stream::select(stream, counts);
+    Ok(Sse::new(merged).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 fn visible(event: &Arc<RecordedEvent>, scope: Option<&str>) -> bool {
