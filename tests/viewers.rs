@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::webhooks::{now_ms, read_sse};
 use common::{wait_until_live, Server, Source, StreamInfo};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -109,10 +110,36 @@ async fn simulated_players_count_exactly_and_leave_usage_behind() {
         .build()
         .expect("client");
 
+    // The dashboard feed: a count change reaches it within 2 s.
+    let feed = common::http()
+        .get(format!("{}/api/v1/events/stream", server.base()))
+        .bearer_auth(&admin)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("feed");
+    let stream_id = stream.id.clone();
+    let mut first_count = Some(tokio::spawn(read_sse(feed, 1, move |event, body| {
+        event == "viewers" && body["stream_id"] == stream_id.as_str() && body["viewers"] == 1
+    })));
+
     for n in [1u64, 10, 200] {
+        let joined_ms = now_ms();
         let mut players = JoinSet::new();
         for _ in 0..n {
             players.spawn(play(client.clone(), stream.playback_url.clone()));
+        }
+        if let Some(first_count) = first_count.take() {
+            let fed = tokio::time::timeout(Duration::from_secs(10), first_count)
+                .await
+                .expect("the feed never showed 1 viewer")
+                .expect("feed task");
+            let (_, arrived_ms) = fed.first().expect("a viewers frame");
+            assert!(
+                arrived_ms - joined_ms < 2000,
+                "feed {} ms after the viewer joined",
+                arrived_ms - joined_ms
+            );
         }
         let took = wait_for_count(&server, &admin, &stream, n, Duration::from_secs(5)).await;
         eprintln!("{n} players counted in {took:?}");

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::webhooks::{stream_story, test_secret, webhook_env, Receiver, ReceiverOptions};
+use common::webhooks::{read_feed, stream_story, test_secret, webhook_env, Receiver, ReceiverOptions};
 use common::{wait_until_live, Proc, Server, Source};
 use serde_json::{json, Value};
 
@@ -29,8 +29,14 @@ const LIFECYCLE: [&str; 4] = [
     "stream.idle",
 ];
 
+/// The lifecycle types of a story: viewer counts (players checking the
+/// stream is live are viewers) interleave, with their own sequence numbers.
 fn types(story: &[(String, i64)]) -> Vec<&str> {
-    story.iter().map(|(t, _)| t.as_str()).collect()
+    story
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .filter(|t| *t != "viewers.updated")
+        .collect()
 }
 
 fn assert_in_sequence(story: &[(String, i64)]) {
@@ -128,7 +134,13 @@ async fn concurrent_streams_deliver_signed_events_in_sequence_and_the_feed_is_pr
         )
         .await;
     assert_eq!(status, 200, "{deliveries}");
-    let deliveries = deliveries.as_array().expect("array").clone();
+    let deliveries: Vec<Value> = deliveries
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|d| d["event"]["type"] != "viewers.updated")
+        .cloned()
+        .collect();
     assert_eq!(deliveries.len(), 8, "{deliveries:#?}");
     assert!(
         deliveries
@@ -153,37 +165,6 @@ async fn concurrent_streams_deliver_signed_events_in_sequence_and_the_feed_is_pr
             arrived_ms - committed_ms
         );
     }
-}
-
-/// Reads `count` events from an SSE response: (body, arrival in ms since the epoch).
-async fn read_feed(mut response: reqwest::Response, count: usize) -> Vec<(Value, i64)> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let Ok(Some(chunk)) = response.chunk().await else {
-            break;
-        };
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let data: String = frame
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            if let Ok(body) = serde_json::from_str::<Value>(&data) {
-                events.push((body, now_ms()));
-            }
-        }
-    }
-    events
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `2026-11-22T12:00:00.123Z` in ms since the epoch.
@@ -308,11 +289,9 @@ async fn kill_9_with_a_backlog_and_a_live_stream_loses_nothing() {
     let (_, view) = server
         .api(&admin, "GET", &format!("/apps/app_default/webhooks/{endpoint}"), None)
         .await;
-    assert_eq!(
-        view["backlog"]["pending"].as_i64(),
-        Some(recorded.len() as i64),
-        "{view}"
-    );
+    // Everything recorded is still queued (viewer counts may have added more since).
+    let pending = view["backlog"]["pending"].as_i64().unwrap_or(0);
+    assert!(pending >= recorded.len() as i64, "{view}");
 
     server.kill_9();
     let receiver = Receiver::start(ReceiverOptions {

@@ -185,3 +185,52 @@ pub fn stream_story(delivered: &[Value], stream_id: &str) -> Vec<(String, i64)> 
         })
         .collect()
 }
+
+/// Reads SSE frames until `count` of them pass `keep(event name, data)`:
+/// (data, arrival in ms since the epoch).
+pub async fn read_sse(
+    mut response: reqwest::Response,
+    count: usize,
+    keep: impl Fn(&str, &Value) -> bool,
+) -> Vec<(Value, i64)> {
+    let mut buffer = String::new();
+    let mut frames = Vec::new();
+    while frames.len() < count {
+        let Ok(Some(chunk)) = response.chunk().await else {
+            break;
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let event = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(str::trim)
+                .unwrap_or("message")
+                .to_owned();
+            let data: String = frame
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if let Ok(body) = serde_json::from_str::<Value>(&data) {
+                if keep(&event, &body) {
+                    frames.push((body, now_ms()));
+                }
+            }
+        }
+    }
+    frames
+}
+
+/// `stream.*` events from the SSE feed.
+pub async fn read_feed(response: reqwest::Response, count: usize) -> Vec<(Value, i64)> {
+    read_sse(response, count, |event, _| event.starts_with("stream.")).await
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
