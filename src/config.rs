@@ -152,6 +152,9 @@ pub struct WebhooksConfig {
     pub lanes_in_flight: u32,
     /// How long the old secret keeps signing after a rotation.
     pub secret_rollover_secs: u64,
+    /// Events (and their delivery history) older than this are deleted once
+    /// no endpoint is still owed them.
+    pub retention_days: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -163,6 +166,7 @@ impl Default for WebhooksConfig {
             max_backlog: 10_000,
             lanes_in_flight: 4,
             secret_rollover_secs: 24 * 3600,
+            retention_days: 30,
         }
     }
 }
@@ -415,9 +419,11 @@ impl Config {
         if !(1..=300).contains(&self.webhooks.timeout_secs)
             || self.webhooks.max_backlog == 0
             || !(1..=64).contains(&self.webhooks.lanes_in_flight)
+            || !(1..=3650).contains(&self.webhooks.retention_days)
         {
             return Err(ConfigError::Invalid(
-                "webhooks: timeout_secs must be 1-300, max_backlog at least 1, lanes_in_flight 1-64".into(),
+                "webhooks: timeout_secs must be 1-300, max_backlog at least 1, lanes_in_flight 1-64, retention_days 1-3650"
+                    .into(),
             ));
         }
         if !self.public_url.is_empty() && !self.public_url.starts_with("http") {

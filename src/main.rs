@@ -114,7 +114,12 @@ struct Webhooks {
 
 /// The outbox, its dispatcher and the endpoint rules. Streams the previous
 /// run left open are closed before anything can publish.
-async fn start_webhooks(config: &Config, store: &SqliteStore, bus: EventBus) -> anyhow::Result<Webhooks> {
+async fn start_webhooks(
+    config: &Config,
+    store: &SqliteStore,
+    bus: EventBus,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Webhooks> {
     use control::webhooks::{retry::RetrySchedule, sender::Sender, AddressPolicy, DispatchSettings, Dispatcher};
     let event_store: Arc<dyn control::EventStore> = Arc::new(store.clone());
     let lifecycle = Arc::new(control::Lifecycle::new(
@@ -140,6 +145,11 @@ async fn start_webhooks(config: &Config, store: &SqliteStore, bus: EventBus) -> 
     );
     dispatcher.refresh().await;
     tokio::spawn(dispatcher.clone().follow(lifecycle.feed()));
+    tokio::spawn(control::webhooks::dispatcher::prune_periodically(
+        event_store.clone(),
+        Duration::from_secs(config.webhooks.retention_days.saturating_mul(86_400)),
+        shutdown.clone(),
+    ));
     let service = Arc::new(control::webhooks::WebhookService::new(
         event_store,
         policy,
@@ -183,8 +193,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = control::metrics::Metrics::new()?;
     tokio::spawn(metrics.clone().count_auth_failures(events.subscribe()));
     tokio::spawn(control::events::log_events(events.subscribe()));
-    let webhooks = start_webhooks(&config, &store, events.clone()).await?;
     let shutdown = CancellationToken::new();
+    let webhooks = start_webhooks(&config, &store, events.clone(), &shutdown).await?;
     let usage_store: Arc<dyn control::UsageStore> = Arc::new(store.clone());
     let usage = control::usage::UsageMeter::new(usage_store.clone());
     let usage_task = tokio::spawn(usage.clone().run(USAGE_FLUSH_EVERY, shutdown.clone()));

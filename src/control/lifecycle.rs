@@ -195,6 +195,9 @@ fn outbox_event(event: &LifecycleEvent, reconnect_window: Duration) -> Option<Ne
             json!({ "session": session, "reason": reason }),
         ),
         L::Warning { .. } => return None,
+        // A key we do not know names no app: no endpoint may hear of it, and
+        // recording it would let anyone spraying keys grow the store.
+        L::Rejected { stream: None, .. } => return None,
         L::Rejected {
             stream,
             stream_key_prefix,

@@ -55,4 +55,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Every dead delivery of the endpoint back in the queue; how many.
     async fn redeliver_dead(&self, endpoint_id: &str) -> Result<u64, StoreError>;
     async fn backlog(&self, endpoint_id: &str) -> Result<Backlog, StoreError>;
+    /// Deletes events committed before `before_ms` whose deliveries are all
+    /// done (delivered or dead), with those deliveries; how many events.
+    async fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

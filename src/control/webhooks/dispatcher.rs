@@ -224,3 +224,23 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// Once an hour: events older than `retention` that no endpoint is still
+/// owed leave the store (the event log and the delivery history are kept
+/// that long; pending deliveries are never pruned).
+pub async fn prune_periodically(store: Arc<dyn EventStore>, retention: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let cutoff = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match store.prune_events(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned old lifecycle events"),
+            Err(e) => tracing::error!(error = %e, "pruning old lifecycle events failed; retrying in an hour"),
+        }
+    }
+}

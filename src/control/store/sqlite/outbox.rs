@@ -488,7 +488,26 @@ impl EventStore for SqliteStore {
             oldest_pending_at_ms: row.try_get("oldest")?,
         })
     }
+
+    async fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(&format!(
+            "DELETE FROM webhook_deliveries WHERE event_position IN ({PRUNABLE})"
+        ))
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(&format!("DELETE FROM events WHERE position IN ({PRUNABLE})"))
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
 }
+
+const PRUNABLE: &str = "SELECT position FROM events WHERE created_at < ? AND NOT EXISTS \
+     (SELECT 1 FROM webhook_deliveries d WHERE d.event_position = events.position AND d.status = 'pending')";
 
 const DELIVERY_COLUMNS: &str = "d.status, d.attempts, d.next_attempt_at, d.last_attempt_at, d.last_status, \
      d.last_error, d.delivered_at";
@@ -656,6 +675,42 @@ mod tests {
             .expect("list");
         assert_eq!(idle.len(), 1);
         assert_eq!(idle[0].event.event_type, "stream.idle");
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_events_still_owed_to_an_endpoint() {
+        let (_dir, store) = open().await;
+        let hook = endpoint(&store, &[]).await;
+        let owed = store
+            .record_event(stream_event(EventType::StreamConnected, "a", None), 10)
+            .await
+            .expect("record");
+        let done = store
+            .record_event(stream_event(EventType::StreamIdle, "b", None), 10)
+            .await
+            .expect("record");
+        store
+            .finish_attempt(&hook.id, done.position, &AttemptOutcome::Delivered { status: 200 })
+            .await
+            .expect("finish");
+        assert_eq!(
+            store.prune_events(done.created_at_ms).await.expect("prune"),
+            0,
+            "nothing old enough"
+        );
+        assert_eq!(store.prune_events(i64::MAX).await.expect("prune"), 1);
+        let left = store
+            .events(&EventFilter {
+                limit: 10,
+                ..EventFilter::default()
+            })
+            .await
+            .expect("events");
+        assert_eq!(
+            left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            [owed.id.as_str()]
+        );
+        assert_eq!(store.backlog(&hook.id).await.expect("backlog").pending, 1);
     }
 
     #[tokio::test]
