@@ -426,6 +426,44 @@ async fn gone_disables_dead_letters_redeliver_and_rotation_signs_twice() {
     );
     assert_eq!(view["backlog"]["pending"], 1, "{view}");
 
+    // Redirects are failures, never followed.
+    let moved = Receiver::start(ReceiverOptions {
+        secrets: vec![secret.clone()],
+        fail_for_secs: -1.0,
+        status: Some(307),
+        ..Default::default()
+    });
+    let redirected = server.add_webhook(&admin, &moved.url("/hook"), &secret, &[]).await;
+    let redirected_path = format!("/apps/app_default/webhooks/{redirected}");
+    let (status, _) = server
+        .api(&admin, "POST", &format!("{redirected_path}/test"), None)
+        .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let (_, list) = server
+            .api(&admin, "GET", &format!("{redirected_path}/deliveries"), None)
+            .await;
+        if list[0]["attempts"].as_i64() >= Some(1) {
+            break list[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("redirects are not followed")),
+        "{failed}"
+    );
+    assert!(
+        moved.requests().iter().all(|r| r["path"] == "/hook"),
+        "{:?}",
+        moved.requests()
+    );
+    let (status, _) = server.api(&admin, "DELETE", &redirected_path, None).await;
+    assert_eq!(status, 204);
+
     // Retry-After is honoured, and after the last attempt the event is dead.
     let busy = Receiver::start(ReceiverOptions {
         secrets: vec![secret.clone()],
@@ -524,4 +562,60 @@ async fn poll(server: &Server, admin: &str, path: &str, done: impl Fn(&Value) ->
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_reach_the_app_only_for_its_streams_and_takeovers_are_told() {
+    let server = Server::start_with(&webhook_env("1"));
+    let admin = server.global_admin_token();
+    let secret = test_secret();
+    let receiver = Receiver::start(ReceiverOptions {
+        secrets: vec![secret.clone()],
+        ..Default::default()
+    });
+    let types = ["stream.rejected", "stream.takeover", "stream.connected"];
+    server.add_webhook(&admin, &receiver.url("/"), &secret, &types).await;
+
+    // A disabled stream of the app: its endpoint hears of the refusal.
+    let disabled = server.create_stream("disabled", Some("passthrough"));
+    let path = format!("/apps/app_default/streams/{}/disable", disabled.id);
+    let (status, _) = server.api(&admin, "POST", &path, None).await;
+    assert_eq!(status, 200);
+    let mut refused = short(2).publish(&disabled.publish_url());
+    assert!(refused.wait_timeout(Duration::from_secs(20)).is_some());
+    let delivered = receiver.wait_for(Duration::from_secs(10), "stream.rejected", |d| {
+        d.iter().any(|e| e["type"] == "stream.rejected")
+    });
+    let rejected = delivered
+        .iter()
+        .find(|e| e["type"] == "stream.rejected")
+        .expect("rejected");
+    assert_eq!(rejected["stream_id"], disabled.id.as_str());
+    assert_eq!(rejected["data"]["code"], "disabled");
+    assert_eq!(rejected["data"]["protocol"], "rtmp");
+    // A key nobody knows names no app: nobody hears of it.
+    let url = format!("{}/live_00000000_{}", disabled.rtmp_url, "0".repeat(32));
+    let mut unknown = short(2).publish(&url);
+    assert!(unknown.wait_timeout(Duration::from_secs(20)).is_some());
+
+    // A second publisher with the same key takes over.
+    let stream = server.create_stream("contested", Some("passthrough"));
+    let _first = short(60).publish(&stream.publish_url());
+    wait_until_live(&server, &stream, Duration::from_secs(20)).await;
+    let _second = short(60).publish(&stream.publish_url());
+    let delivered = receiver.wait_for(Duration::from_secs(20), "stream.takeover", |d| {
+        d.iter().any(|e| e["type"] == "stream.takeover")
+    });
+    let takeover = delivered
+        .iter()
+        .find(|e| e["type"] == "stream.takeover")
+        .expect("takeover");
+    assert_eq!(takeover["stream_id"], stream.id.as_str());
+    assert!(takeover["data"]["new_session"].as_u64() > takeover["data"]["old_session"].as_u64());
+    let story = stream_story(&delivered, &stream.id);
+    let told: Vec<&str> = story.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(told[..2], ["stream.connected", "stream.takeover"], "{story:?}");
+    let rejections = delivered.iter().filter(|e| e["type"] == "stream.rejected").count();
+    assert_eq!(rejections, 1, "the unknown key reached an endpoint: {delivered:#?}");
+    assert!(receiver.requests().iter().all(|r| r["verified"] == true));
 }

@@ -193,27 +193,46 @@ impl ViewerTracker {
         let mut state = self.state.lock();
         let timeout = self.settings.session_timeout;
         let mut counts: HashMap<String, ViewerCount> = HashMap::new();
-        let mut credited: HashMap<(String, String), u64> = HashMap::new();
+        // stream -> (app, ms). Looked up before inserting: this runs over
+        // every session every second, and should not allocate per session.
+        let mut credited: HashMap<String, (String, u64)> = HashMap::new();
         let before = state.sessions.len();
         state.sessions.retain(|_, s| {
             let ms = s.last_seen.saturating_duration_since(s.credited_until).as_millis() as u64;
             if ms > 0 {
-                *credited.entry((s.app_id.clone(), s.stream_id.clone())).or_default() += ms;
+                match credited.get_mut(s.stream_id.as_str()) {
+                    Some((_, total)) => *total += ms,
+                    None => {
+                        credited.insert(s.stream_id.clone(), (s.app_id.clone(), ms));
+                    }
+                }
                 s.credited_until = s.last_seen;
             }
             if now.saturating_duration_since(s.last_seen) > timeout {
                 return false;
             }
-            let count = counts.entry(s.stream_id.clone()).or_insert_with(|| ViewerCount {
-                stream_id: s.stream_id.clone(),
-                app_id: s.app_id.clone(),
-                viewers: 0,
-                peak_viewers: 0,
-                renditions: BTreeMap::new(),
-            });
-            count.viewers += 1;
-            if let Some(r) = &s.rendition {
-                *count.renditions.entry(r.clone()).or_default() += 1;
+            if !counts.contains_key(s.stream_id.as_str()) {
+                counts.insert(
+                    s.stream_id.clone(),
+                    ViewerCount {
+                        stream_id: s.stream_id.clone(),
+                        app_id: s.app_id.clone(),
+                        viewers: 0,
+                        peak_viewers: 0,
+                        renditions: BTreeMap::new(),
+                    },
+                );
+            }
+            if let Some(count) = counts.get_mut(s.stream_id.as_str()) {
+                count.viewers += 1;
+                if let Some(r) = &s.rendition {
+                    match count.renditions.get_mut(r.as_str()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            count.renditions.insert(r.clone(), 1);
+                        }
+                    }
+                }
             }
             true
         });
@@ -260,7 +279,7 @@ impl ViewerTracker {
         state.streams.retain(|_, e| {
             !(e.count.as_ref().is_some_and(|c| c.viewers == 0) && e.last_event.is_some_and(|(sent, _)| sent == 0))
         });
-        for ((app_id, stream_id), ms) in credited {
+        for (stream_id, (app_id, ms)) in credited {
             let concurrent = state
                 .streams
                 .get(&stream_id)

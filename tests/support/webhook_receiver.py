@@ -79,6 +79,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         if failing and args.retry_after is not None:
             self.send_header("Retry-After", args.retry_after)
+        if failing and 300 <= status < 400:
+            # Where a client that follows redirects would go next.
+            self.send_header("Location", "/followed")
         reply = b"nope" if failing else b"ok"
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
