@@ -326,6 +326,16 @@ async fn an_app_token_is_confined_to_its_app_and_every_attempt_is_audited() {
     .await;
     let sb = sb["stream"]["id"].as_str().expect("stream id").to_owned();
     f.live.live.lock().push(live_entry(&sb, &b));
+    let (status, wb) = call(
+        &f,
+        "POST",
+        &format!("/api/v1/apps/{b}/webhooks"),
+        Some(&f.global),
+        Some(json!({ "url": "http://127.0.0.1:9/hook" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{wb}");
+    let wb = wb["id"].as_str().expect("webhook id").to_owned();
 
     let (status, apps) = call(&f, "GET", "/api/v1/apps", Some(&token_a), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -338,6 +348,21 @@ async fn an_app_token_is_confined_to_its_app_and_every_attempt_is_audited() {
         ("POST", format!("/api/v1/apps/{b}/streams/{sb}/disable")),
         ("GET", format!("/api/v1/live/{sb}")),
         ("POST", format!("/api/v1/live/{sb}/kick")),
+        ("GET", format!("/api/v1/apps/{b}/streams/{sb}/viewers")),
+        ("GET", format!("/api/v1/apps/{a}/streams/{sb}/viewers")),
+        ("GET", format!("/api/v1/apps/{b}/usage")),
+        ("GET", format!("/api/v1/apps/{b}/usage.csv")),
+        ("GET", format!("/api/v1/apps/{b}/events")),
+        ("GET", format!("/api/v1/apps/{b}/webhooks")),
+        ("GET", format!("/api/v1/apps/{b}/webhooks/{wb}")),
+        ("GET", format!("/api/v1/apps/{a}/webhooks/{wb}")),
+        ("GET", format!("/api/v1/apps/{a}/webhooks/{wb}/deliveries")),
+        ("DELETE", format!("/api/v1/apps/{b}/webhooks/{wb}")),
+        ("POST", format!("/api/v1/apps/{b}/webhooks/{wb}/test")),
+        ("POST", format!("/api/v1/apps/{b}/webhooks/{wb}/rotate-secret")),
+        ("GET", format!("/api/v1/apps/{b}/webhooks/{wb}/deliveries")),
+        ("POST", format!("/api/v1/apps/{b}/webhooks/{wb}/redeliver-failed")),
+        ("GET", format!("/api/v1/events/stream?app_id={b}")),
     ] {
         let (status, _) = call(&f, method, &path, Some(&token_a), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
