@@ -44,7 +44,8 @@ pub struct ViewerCount {
     pub stream_id: String,
     pub app_id: String,
     pub viewers: u64,
-    /// The most at once since the stream's first viewer (in this server run).
+    /// The most at once since the stream last had none (in this server
+    /// run); each hour's peak is kept in the usage rows.
     pub peak_viewers: u64,
     /// Viewers by the rendition they last asked for.
     pub renditions: BTreeMap<String, u64>,
