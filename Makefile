@@ -68,8 +68,9 @@ test: test-deps
 	$(CARGO) test --locked --lib --bins -- --test-threads=2
 	# End-to-end tests start the real binary and real encoders: one at a time (2 cores).
 	$(CARGO) test --locked --test '*' -- --test-threads=1
-	# Smoke check of bench/ on the debug build, so the bench scripts cannot rot.
-	$(CARGO) bench --locked --no-run --bench blocking_clients
+	# Smoke check of bench/ on the debug build, so the bench scripts cannot rot (the load client is
+	# built with the test profile here; `make bench` builds it optimised).
+	$(CARGO) test --locked --no-run --bench blocking_clients
 	@export PULSE_BENCH_BIN=$(CURDIR)/target/debug/pulse-edge; $(BENCH_QUICK)
 
 # Every figure for bench/RESULTS.md, one script each (about an hour; see bench/README.md).

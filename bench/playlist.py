@@ -166,9 +166,12 @@ def publish_static(prefix, playlist_url, nginx_url):
     raise SystemExit("nginx does not serve the copied playlist")
 
 
-def blocking_client_binary():
+def blocking_client_binary(quick=False):
+    """The load client. The smoke run (--quick, inside `make test`) builds it with the test (debug)
+    profile, which reuses the suite's compiled dependencies instead of building them all again
+    optimised; its figures are not kept anyway."""
     out = subprocess.run(
-        ["cargo", "bench", "--no-run", "--bench", "blocking_clients", "--message-format=json"],
+        ["cargo", "test" if quick else "bench", "--no-run", "--bench", "blocking_clients", "--message-format=json"],
         cwd=common.ROOT, capture_output=True, text=True, timeout=1800)
     exe = None
     for line in out.stdout.splitlines():
@@ -264,7 +267,7 @@ def main():
     want = max(soft, min(hard, 4 * args.clients + 1024)) if hard != resource.RLIM_INFINITY else 4 * args.clients + 1024
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # inherited by the server and the client
     common.make_source()
-    exe = None if args.no_blocking else blocking_client_binary()
+    exe = None if args.no_blocking else blocking_client_binary(quick=args.quick)
     command = "python3 bench/playlist.py " + " ".join(sys.argv[1:])
 
     workdir = tempfile.mkdtemp(prefix="bench-playlist-")

@@ -88,22 +88,21 @@ async fn wait_for_count(server: &Server, admin: &str, stream: &StreamInfo, n: u6
     }
 }
 
+/// Waits for the stream to be live, then for the viewer that checking it
+/// was (it fetched the master) to time out.
+async fn live_without_viewers(server: &Server, admin: &str, stream: &StreamInfo) {
+    wait_until_live(server, stream, Duration::from_secs(30)).await;
+    let timeout = Duration::from_secs(SESSION_TIMEOUT_SECS + 3);
+    wait_for_count(server, admin, stream, 0, timeout).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_players_count_exactly_and_leave_usage_behind() {
     let server = start_server();
     let admin = server.global_admin_token();
     let stream = server.create_stream("watched", Some("passthrough"));
     let _publisher = tiny().publish(&stream.publish_url());
-    wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    // Checking for live fetched the master: that was a viewer too, until it times out.
-    wait_for_count(
-        &server,
-        &admin,
-        &stream,
-        0,
-        Duration::from_secs(SESSION_TIMEOUT_SECS + 3),
-    )
-    .await;
+    live_without_viewers(&server, &admin, &stream).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .pool_max_idle_per_host(256)
@@ -111,13 +110,7 @@ async fn simulated_players_count_exactly_and_leave_usage_behind() {
         .expect("client");
 
     // The dashboard feed: a count change reaches it within 2 s.
-    let feed = common::http()
-        .get(format!("{}/api/v1/events/stream", server.base()))
-        .bearer_auth(&admin)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .expect("feed");
+    let feed = server.event_feed(&admin).await;
     let stream_id = stream.id.clone();
     let mut first_count = Some(tokio::spawn(read_sse(feed, 1, move |event, body| {
         event == "viewers" && body["stream_id"] == stream_id.as_str() && body["viewers"] == 1
@@ -249,15 +242,7 @@ async fn one_hlsjs_player_counts_as_exactly_one() {
     // Three renditions, so that the player could switch between them.
     let stream = server.create_stream("browser", Some("small"));
     let _publisher = Source::small().publish(&stream.publish_url());
-    wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    wait_for_count(
-        &server,
-        &admin,
-        &stream,
-        0,
-        Duration::from_secs(SESSION_TIMEOUT_SECS + 3),
-    )
-    .await;
+    live_without_viewers(&server, &admin, &stream).await;
     let script = common::manifest_dir().join("tests/player/play.mjs");
     let url = stream.playback_url.clone();
     let player = tokio::task::spawn_blocking(move || {

@@ -67,14 +67,7 @@ async fn concurrent_streams_deliver_signed_events_in_sequence_and_the_feed_is_pr
     let endpoint = server.add_webhook(&admin, &receiver.url("/hooks"), &secret, &[]).await;
 
     // The dashboard feed, subscribed before anything happens.
-    let feed = common::http()
-        .get(format!("{}/api/v1/events/stream", server.base()))
-        .bearer_auth(&admin)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .expect("feed");
-    assert_eq!(feed.status(), 200);
+    let feed = server.event_feed(&admin).await;
     let feed_task = tokio::spawn(read_feed(feed, 8));
 
     let streams = [

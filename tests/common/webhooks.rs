@@ -157,6 +157,19 @@ pub fn test_secret() -> String {
 }
 
 impl Server {
+    /// The admin SSE feed (`/api/v1/events/stream`), subscribed.
+    pub async fn event_feed(&self, admin: &str) -> reqwest::Response {
+        let feed = super::http()
+            .get(format!("{}/api/v1/events/stream", self.base()))
+            .bearer_auth(admin)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .expect("feed");
+        assert_eq!(feed.status(), 200);
+        feed
+    }
+
     /// Registers an endpoint on the default app with `secret`; returns its id.
     pub async fn add_webhook(&self, admin: &str, url: &str, secret: &str, types: &[&str]) -> String {
         let (status, body) = self
