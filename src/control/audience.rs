@@ -53,10 +53,6 @@ impl Audience {
         self.counts.subscribe()
     }
 
-    pub fn meter(&self) -> &Arc<UsageMeter> {
-        &self.meter
-    }
-
     /// The sweep, once a second until `shutdown`.
     pub async fn run(self: Arc<Self>, lifecycle: Arc<Lifecycle>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -108,10 +104,10 @@ impl ViewerReporter for Audience {
         self.tracker.start(stream_id, &app_id, Instant::now())
     }
 
-    fn playlist_requested(&self, session: &str, stream_id: &str, rendition: &str, alternate: bool) {
+    fn playlist_requested(&self, session: &str, stream_id: &str, rendition: &str, is_alternate: &dyn Fn() -> bool) {
         let app_of = || self.tokens.app_of(stream_id);
         self.tracker
-            .touch(session, stream_id, app_of, rendition, alternate, Instant::now());
+            .touch(session, stream_id, app_of, rendition, is_alternate, Instant::now());
     }
 
     fn delivered(&self, stream_id: &str, bytes: u64) {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audience;
+pub mod clock;
 pub mod events;
 pub mod gate;
 pub mod keys;

@@ -145,17 +145,18 @@ impl ViewerTracker {
     /// (the server restarted under a playing viewer) starts that session
     /// again; one for another stream, or not of our format, is ignored.
     ///
-    /// `rendition` is what the viewer watches, unless `alternate` (an audio
-    /// rendition a player loads beside its video one): that one only names
-    /// the session's rendition while it has none (audio-only streams).
-    #[allow(clippy::too_many_arguments)]
+    /// `rendition` is what the viewer watches, unless it is an alternate
+    /// (an audio rendition a player loads beside its video one): that one
+    /// only names the session's rendition while it has none (audio-only
+    /// streams). `is_alternate` is asked only when the rendition changes:
+    /// a player reloading the same playlist costs a map lookup.
     pub fn touch(
         &self,
         session: &str,
         stream_id: &str,
         app_of: impl FnOnce() -> Option<String>,
         rendition: &str,
-        alternate: bool,
+        is_alternate: impl FnOnce() -> bool,
         now: Instant,
     ) {
         if !is_session_id(session) {
@@ -165,12 +166,8 @@ impl ViewerTracker {
         match state.sessions.get_mut(session) {
             Some(s) if s.stream_id == stream_id => {
                 s.last_seen = now;
-                let replace = if alternate {
-                    s.rendition.is_none()
-                } else {
-                    s.rendition.as_deref() != Some(rendition)
-                };
-                if replace {
+                let changed = s.rendition.as_deref() != Some(rendition);
+                if changed && (s.rendition.is_none() || !is_alternate()) {
                     s.rendition = Some(rendition.to_owned());
                 }
             }
@@ -326,14 +323,14 @@ mod tests {
         let t0 = Instant::now();
         let id = t.start("s", "app", t0).expect("session");
         assert!(is_session_id(&id), "{id}");
-        t.touch(&id, "s", || Some("app".into()), "audio", true, t0);
+        t.touch(&id, "s", || Some("app".into()), "audio", || true, t0);
         for (i, rendition) in ["720p", "720p", "360p"].iter().enumerate() {
             t.touch(
                 &id,
                 "s",
                 || Some("app".into()),
                 rendition,
-                false,
+                || false,
                 t0 + Duration::from_secs(i as u64),
             );
         }
@@ -342,9 +339,11 @@ mod tests {
             "s",
             || Some("app".into()),
             "audio",
-            true,
+            || true,
             t0 + Duration::from_secs(2),
         );
+        let unchanged = || panic!("asked although the rendition did not change");
+        t.touch(&id, "s", || None, "360p", unchanged, t0 + Duration::from_secs(2));
         let sweep = t.sweep(t0 + Duration::from_secs(3));
         assert_eq!(sweep.changed.len(), 1);
         let count = &sweep.changed[0];
@@ -367,7 +366,7 @@ mod tests {
             "s",
             || Some("app".into()),
             "720p",
-            false,
+            || false,
             t0 + Duration::from_secs(10),
         );
         t.sweep(t0 + Duration::from_secs(11));
@@ -405,11 +404,11 @@ mod tests {
         let t = tracker();
         let t0 = Instant::now();
         let survivor = format!("vs_{}", "ab".repeat(12));
-        t.touch(&survivor, "s", || Some("app".into()), "720p", false, t0);
-        t.touch("vs_short", "s", || Some("app".into()), "720p", false, t0);
-        t.touch("../../etc", "s", || Some("app".into()), "720p", false, t0);
+        t.touch(&survivor, "s", || Some("app".into()), "720p", || false, t0);
+        t.touch("vs_short", "s", || Some("app".into()), "720p", || false, t0);
+        t.touch("../../etc", "s", || Some("app".into()), "720p", || false, t0);
         let id = t.start("other", "app", t0).expect("session");
-        t.touch(&id, "s", || Some("app".into()), "720p", false, t0);
+        t.touch(&id, "s", || Some("app".into()), "720p", || false, t0);
         let sweep = t.sweep(t0);
         let s = sweep.changed.iter().find(|c| c.stream_id == "s").expect("s");
         assert_eq!(s.viewers, 1);

@@ -160,8 +160,8 @@ impl PlaybackService {
     ) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, query.token.as_deref())?;
         if let (Some(viewers), Some(session)) = (&self.viewers, query.session.as_deref()) {
-            let alternate = packager.media_content_type(rendition) == "audio/mp4";
-            viewers.playlist_requested(session, stream_id, rendition, alternate);
+            let is_alternate = || packager.media_content_type(rendition) == "audio/mp4";
+            viewers.playlist_requested(session, stream_id, rendition, &is_alternate);
         }
         let key_query = token_query(query.token.as_deref());
         let request = PlaylistRequest {

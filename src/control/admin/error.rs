@@ -51,6 +51,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A page size asked for: 1 to `max`, or 422 (asking for more is a
+    /// mistake worth telling, not a silent cap).
+    pub fn check_limit(asked: u32, max: u32) -> Result<u32, ApiError> {
+        if (1..=max).contains(&asked) {
+            Ok(asked)
+        } else {
+            Err(ApiError::invalid(format!("limit must be between 1 and {max}")))
+        }
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }

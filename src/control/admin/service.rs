@@ -27,7 +27,6 @@ pub type ReadinessProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 const DEFAULT_TOKEN_TTL: u64 = 3600;
 const MAX_TOKEN_TTL: u64 = 30 * 24 * 3600;
 const PLAYBACK_URL_TTL: Duration = Duration::from_secs(24 * 3600);
-/// As documented; asking for more is a mistake worth telling, not a silent cap.
 const AUDIT_MAX_LIMIT: u32 = 1000;
 
 pub struct AdminSettings {
@@ -656,10 +655,8 @@ impl AdminService {
                 return Err(ApiError::invalid("result must be ok or error"));
             }
         }
-        if query.limit.is_some_and(|limit| !(1..=AUDIT_MAX_LIMIT).contains(&limit)) {
-            return Err(ApiError::invalid(format!(
-                "limit must be between 1 and {AUDIT_MAX_LIMIT}"
-            )));
+        if let Some(limit) = query.limit {
+            ApiError::check_limit(limit, AUDIT_MAX_LIMIT)?;
         }
         let filter = AuditFilter {
             actor: query.actor,

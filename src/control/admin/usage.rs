@@ -52,11 +52,9 @@ impl AdminService {
             Some("app") => true,
             Some(_) => return Err(ApiError::invalid("per must be stream or app")),
         };
-        let limit = match query.limit {
-            None => DEFAULT_LIMIT,
-            Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            Some(_) => return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}"))),
-        };
+        let limit = query
+            .limit
+            .map_or(Ok(DEFAULT_LIMIT), |n| ApiError::check_limit(n, MAX_LIMIT))?;
         let filter = UsageFilter {
             app_id: Some(app_id.to_owned()),
             stream_id: query.stream_id,

@@ -7,11 +7,12 @@ pub mod model;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::unix_secs;
 use super::store::UsageStore;
 use model::{hour_of, UsageDelta, UsageKey};
 
@@ -35,13 +36,6 @@ struct Pending {
 pub struct UsageMeter {
     pending: Mutex<Pending>,
     store: Arc<dyn UsageStore>,
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -100,7 +94,7 @@ impl UsageMeter {
         self.add(
             stream_id,
             || Some(app_id.to_owned()),
-            now_secs(),
+            unix_secs(),
             |d| {
                 d.ingest_ms += ms;
                 d.rendition_ms += ms * u64::from(transcoded);
@@ -109,14 +103,14 @@ impl UsageMeter {
     }
 
     pub fn delivered(&self, stream_id: &str, app_of: impl FnOnce() -> Option<String>, bytes: u64) {
-        self.add(stream_id, app_of, now_secs(), |d| d.delivered_bytes += bytes);
+        self.add(stream_id, app_of, unix_secs(), |d| d.delivered_bytes += bytes);
     }
 
     pub fn viewers(&self, app_id: &str, stream_id: &str, viewer_ms: u64, concurrent: u64) {
         self.add(
             stream_id,
             || Some(app_id.to_owned()),
-            now_secs(),
+            unix_secs(),
             |d| {
                 d.viewer_ms += viewer_ms;
                 d.peak_viewers = d.peak_viewers.max(concurrent);

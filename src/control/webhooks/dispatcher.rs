@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::model::{AttemptOutcome, Delivery, RecordedEvent, WebhookEndpoint};
 use super::retry::{jitter, RetrySchedule};
 use super::sender::Sender;
+use crate::control::clock::unix_ms;
 use crate::control::store::EventStore;
 
 /// How long an idle worker sleeps before looking again anyway (a redelivery
@@ -143,7 +144,7 @@ impl Dispatcher {
         let Some(endpoint) = self.store.webhook(endpoint_id).await?.filter(|e| e.enabled) else {
             return Ok(Round::Stop);
         };
-        let now = now_ms();
+        let now = unix_ms();
         let due = self
             .store
             .due_deliveries(endpoint_id, now, self.settings.lanes_in_flight.max(1))
@@ -198,7 +199,7 @@ impl Dispatcher {
                 AttemptOutcome::Retry {
                     status: answer.status,
                     error,
-                    next_attempt_at_ms: now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                    next_attempt_at_ms: unix_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
                 }
             }
             None => {
@@ -218,13 +219,6 @@ enum Round {
     Stop,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Once an hour: events older than `retention` that no endpoint is still
 /// owed leave the store (the event log and the delivery history are kept
 /// that long; pending deliveries are never pruned).
@@ -236,7 +230,7 @@ pub async fn prune_periodically(store: Arc<dyn EventStore>, retention: Duration,
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let cutoff = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = unix_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
         match store.prune_events(cutoff).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned old lifecycle events"),

@@ -10,6 +10,7 @@ use super::address::AddressPolicy;
 use super::dispatcher::Dispatcher;
 use super::model::*;
 use super::signing::{is_valid_secret, new_secret};
+use crate::control::clock::unix_secs;
 use crate::control::lifecycle::Lifecycle;
 use crate::control::store::{EventStore, StoreError};
 
@@ -163,7 +164,7 @@ impl WebhookService {
 
     pub async fn rotate_secret(&self, id: &str) -> Result<WithSecret, WebhookError> {
         let secret = new_secret();
-        let until = unix_now().saturating_add(self.rollover.as_secs() as i64);
+        let until = unix_secs().saturating_add(self.rollover.as_secs() as i64);
         let endpoint = self
             .store
             .rotate_webhook_secret(id, &secret, until)
@@ -219,16 +220,4 @@ impl WebhookService {
     pub fn store(&self) -> &dyn EventStore {
         &*self.store
     }
-
-    /// After an app was deleted with its endpoints.
-    pub async fn endpoints_changed(&self) {
-        self.dispatcher.refresh().await;
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

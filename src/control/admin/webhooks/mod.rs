@@ -37,11 +37,7 @@ impl From<WebhookError> for ApiError {
 }
 
 fn limit(asked: Option<u32>) -> Result<u32, ApiError> {
-    match asked {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}"))),
-    }
+    asked.map_or(Ok(DEFAULT_LIMIT), |n| ApiError::check_limit(n, MAX_LIMIT))
 }
 
 fn target(webhook_id: &str) -> String {

@@ -305,10 +305,7 @@ impl EventStore for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.webhook(id).await
+        self.webhook_if_updated(done.rows_affected(), id).await
     }
 
     async fn rotate_webhook_secret(
@@ -327,10 +324,7 @@ impl EventStore for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.webhook(id).await
+        self.webhook_if_updated(done.rows_affected(), id).await
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
@@ -508,6 +502,16 @@ impl EventStore for SqliteStore {
 
 const PRUNABLE: &str = "SELECT position FROM events WHERE created_at < ? AND NOT EXISTS \
      (SELECT 1 FROM webhook_deliveries d WHERE d.event_position = events.position AND d.status = 'pending')";
+
+impl SqliteStore {
+    /// The endpoint as it is now, if the statement touched it.
+    async fn webhook_if_updated(&self, rows: u64, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.webhook(id).await
+    }
+}
 
 const DELIVERY_COLUMNS: &str = "d.status, d.attempts, d.next_attempt_at, d.last_attempt_at, d.last_status, \
      d.last_error, d.delivered_at";
