@@ -56,6 +56,69 @@ pub struct Config {
     pub admin: AdminConfig,
     pub webhooks: WebhooksConfig,
     pub viewers: ViewersConfig,
+    pub storage: StorageConfig,
+    pub recordings: RecordingsConfig,
+}
+
+/// Where media objects go (see `storage/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `fs` (files under `data_dir/media`, served by the edge) or `s3`.
+    pub backend: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket ("" for the root).
+    pub prefix: String,
+    /// For S3-compatibles (R2, MinIO); empty: AWS S3.
+    pub endpoint_url: String,
+    /// Empty: the AWS chain's region, else `auto` with an endpoint (R2), else `us-east-1`.
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatibles need.
+    pub force_path_style: bool,
+    /// Empty: the standard AWS chain (AWS_ACCESS_KEY_ID…, profiles, instance roles).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Per-request timeout.
+    pub timeout_secs: u64,
+    /// Uploads in flight at once, per bucket.
+    pub concurrency: usize,
+    /// Bytes queued per bucket before the oldest queued parts, then segments, are dropped.
+    pub buffer_mib: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: "fs".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint_url: String::new(),
+            region: String::new(),
+            force_path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            timeout_secs: 10,
+            concurrency: 8,
+            buffer_mib: 256,
+        }
+    }
+}
+
+/// Recordings (apps with `record`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingsConfig {
+    /// At stream end, how long finalising waits for the stream's uploads
+    /// to land before it writes the playlists with what the store has.
+    pub settle_timeout_secs: u64,
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        Self {
+            settle_timeout_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -269,6 +332,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             webhooks: WebhooksConfig::default(),
             viewers: ViewersConfig::default(),
+            storage: StorageConfig::default(),
+            recordings: RecordingsConfig::default(),
         }
     }
 }
@@ -371,6 +436,31 @@ impl Config {
         if h.key_rotation_segments == 0 {
             return Err(ConfigError::Invalid(
                 "hls.key_rotation_segments must be at least 1".into(),
+            ));
+        }
+        let st = &self.storage;
+        match st.backend.as_str() {
+            "fs" => {}
+            "s3" if st.bucket.is_empty() => {
+                return Err(ConfigError::Invalid(
+                    "storage.backend = \"s3\" needs storage.bucket".into(),
+                ));
+            }
+            "s3" => {}
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.backend must be \"fs\" or \"s3\", not {other:?}"
+                )))
+            }
+        }
+        if st.access_key_id.is_empty() != st.secret_access_key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.access_key_id and storage.secret_access_key go together".into(),
+            ));
+        }
+        if st.concurrency == 0 || st.buffer_mib == 0 || st.timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.concurrency, storage.buffer_mib and storage.timeout_secs must be at least 1".into(),
             ));
         }
         let a = &self.auth;

@@ -103,6 +103,33 @@ fn check_profile(config: &Config, profile: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's media store, checked now: a bucket that is missing or
+/// refuses our credentials fails the start, naming bucket and endpoint.
+async fn open_media_stores(config: &Config) -> anyhow::Result<storage::Stores> {
+    let s = &config.storage;
+    if s.backend != "s3" {
+        return Ok(storage::Stores::fs(config.media_dir()));
+    }
+    let set = |v: &String| (!v.is_empty()).then(|| v.clone());
+    let store = storage::S3Store::new(&storage::S3Settings {
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        endpoint_url: set(&s.endpoint_url),
+        region: set(&s.region),
+        force_path_style: s.force_path_style,
+        access_key_id: set(&s.access_key_id),
+        secret_access_key: set(&s.secret_access_key),
+        timeout: Duration::from_secs(s.timeout_secs),
+    })
+    .await;
+    store
+        .check()
+        .await
+        .context("storage: the configured bucket cannot be used")?;
+    tracing::info!(store = %storage::ObjectStore::describe(&store), "media goes to S3");
+    Ok(storage::Stores::s3(store, &s.prefix))
+}
+
 /// How often counted usage is added to the store (what a crash can lose).
 const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
@@ -212,7 +239,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let part_target = Duration::from_millis(config.hls.part_target_ms);
     let segment_target = Duration::from_millis(config.hls.segment_target_ms);
-    let object_store = Arc::new(storage::FsStore::new(config.media_dir()));
+    let stores = open_media_stores(&config).await?;
+    let recorder = control::recordings::Recorder::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        stores.clone(),
+        tokens.clone(),
+        control::recordings::RecorderSettings {
+            public_http_base: config.public_http_base(),
+            settle_timeout: Duration::from_secs(config.recordings.settle_timeout_secs),
+        },
+    );
     let packagers = hls::Packagers::new(
         hls::HlsSettings {
             part_target,
@@ -220,10 +257,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             window_segments: config.hls.window_segments,
             key_rotation_segments: config.hls.key_rotation_segments,
             encrypt: config.hls.encrypt,
+            store_buffer_bytes: config.storage.buffer_mib.saturating_mul(1024 * 1024),
+            store_concurrency: config.storage.concurrency,
             ..hls::HlsSettings::default()
         },
-        object_store,
-    );
+        stores.default_store(),
+    )
+    .with_recorder(Arc::new(recorder.clone()));
+    tokio::spawn(recorder.clone().run(
+        webhooks.lifecycle.clone(),
+        packagers.clone(),
+        events.subscribe(),
+        shutdown.clone(),
+    ));
     let controller = PublishController::new(
         control::gate::Admission {
             authorizer: authorizer(&config, &store)?,
@@ -243,6 +289,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 timeline_offset: Duration::ZERO,
             },
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),
+            stores,
         },
         tokens.clone(),
         control::PublishReporting {
@@ -316,9 +363,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             webhooks: webhooks.service.clone(),
             audience: audience.clone(),
             usage: usage_store,
+            recordings: Some(recorder.clone()),
         },
     );
-    let playback = delivery::PlaybackService::new(packagers, tokens).with_viewers(audience);
+    let playback = delivery::PlaybackService::new(packagers, tokens)
+        .with_viewers(audience)
+        .with_vod(Arc::new(recorder.clone()));
     let app = delivery::router(playback)
         .merge(control::admin::router(admin))
         .route(

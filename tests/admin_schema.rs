@@ -76,7 +76,7 @@ async fn every_operation_holds_up_under_generated_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("Tested: 38"),
+        stdout.contains("Tested: 41"),
         "not every operation was exercised:\n{stdout}"
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());

@@ -277,20 +277,7 @@ async fn hlsjs_in_headless_chromium_plays_the_signed_master_in_low_latency_mode(
     let stream = server.create_stream("hlsjs", Some("small"));
     let _publisher = Source::small().publish(&stream.publish_url());
     wait_until_live(&server, &stream, Duration::from_secs(30)).await;
-    let script = common::manifest_dir().join("tests/player/play.mjs");
-    let out = std::process::Command::new("node")
-        .arg(&script)
-        .arg(&stream.playback_url)
-        .args(["--seconds", "15", "--low-latency", "true"])
-        .output()
-        .expect("run node player");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "player harness failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let report = common::hlsjs_report(&stream.playback_url, 15, true);
     eprintln!("hls.js report: {report}");
     let summary = &report["summary"];
     assert_eq!(

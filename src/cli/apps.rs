@@ -32,6 +32,15 @@ pub enum AppCommand {
         /// Record the app's streams.
         #[arg(long)]
         record: bool,
+        /// The app's own bucket on the server's S3 endpoint (default: the server's store).
+        #[arg(long, value_name = "BUCKET")]
+        storage_bucket: Option<String>,
+        /// Key prefix inside the bucket (default: the server's storage.prefix).
+        #[arg(long, value_name = "PREFIX")]
+        storage_prefix: Option<String>,
+        /// CDN mode: playlists point media URIs at URL/<stream>/<rendition>/ (the bucket or a CDN in front of it).
+        #[arg(long, value_name = "URL")]
+        cdn_base_url: Option<String>,
         /// Concurrent live streams allowed (default: unlimited).
         #[arg(long, value_name = "N")]
         max_streams: Option<u32>,
@@ -56,6 +65,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, command: AppCommand) -> anyhow::Result<()
             no_encrypt,
             key_rotation_segments,
             record,
+            storage_bucket,
+            storage_prefix,
+            cdn_base_url,
             max_streams,
             max_ingest_kbps,
         } => {
@@ -78,6 +90,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, command: AppCommand) -> anyhow::Result<()
                         encrypt: Some(!no_encrypt),
                         key_rotation_segments,
                         record: Some(record),
+                        storage_bucket,
+                        storage_prefix,
+                        cdn_base_url,
                         max_streams,
                         max_ingest_kbps,
                     })

@@ -97,6 +97,11 @@ impl Metrics {
         if let Some(hls) = crate::hls::metrics::metrics() {
             registry.register(Box::new(hls.parts_published.clone()))?;
             registry.register(Box::new(hls.part_publish_lag.clone()))?;
+            registry.register(Box::new(hls.upload_lag.clone()))?;
+            registry.register(Box::new(hls.uploads_dropped.clone()))?;
+            registry.register(Box::new(hls.uploads_failed.clone()))?;
+            registry.register(Box::new(hls.upload_retries.clone()))?;
+            registry.register(Box::new(hls.upload_buffer_bytes.clone()))?;
         }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;

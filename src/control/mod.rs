@@ -12,6 +12,7 @@ pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod publish;
+pub mod recordings;
 pub mod sessions;
 pub mod store;
 pub mod tokens;

@@ -20,6 +20,12 @@ pub struct App {
     /// A new content key every N segments.
     pub key_rotation_segments: u64,
     pub record: bool,
+    /// The app's own bucket (on the server's S3 endpoint); `None`: the server's store.
+    pub storage_bucket: Option<String>,
+    /// Key prefix inside the bucket; `None`: the server's `storage.prefix`.
+    pub storage_prefix: Option<String>,
+    /// CDN mode: playlists point media URIs at `<cdn_base_url>/<stream>/<rendition>/`.
+    pub cdn_base_url: Option<String>,
     /// Concurrent live streams allowed; `None` is unlimited.
     pub max_streams: Option<u32>,
     /// Ingest bitrate allowed per stream, in kbit/s; `None` is unlimited.
@@ -37,6 +43,9 @@ pub struct NewApp {
     pub encrypt: Option<bool>,
     pub key_rotation_segments: Option<u64>,
     pub record: Option<bool>,
+    pub storage_bucket: Option<String>,
+    pub storage_prefix: Option<String>,
+    pub cdn_base_url: Option<String>,
     pub max_streams: Option<u32>,
     pub max_ingest_kbps: Option<u32>,
 }
@@ -53,6 +62,9 @@ pub struct AppPatch {
     pub encrypt: Option<bool>,
     pub key_rotation_segments: Option<u64>,
     pub record: Option<bool>,
+    pub storage_bucket: Option<Option<String>>,
+    pub storage_prefix: Option<Option<String>>,
+    pub cdn_base_url: Option<Option<String>>,
     pub max_streams: Option<Option<u32>>,
     pub max_ingest_kbps: Option<Option<u32>>,
 }

@@ -41,6 +41,8 @@ pub struct PublishSettings {
     /// After a publisher leaves, how long the stream waits for it to come back
     /// before its playlists end (ENDLIST).
     pub reconnect_window: Duration,
+    /// Where media goes (an app may name its own bucket).
+    pub stores: crate::storage::Stores,
 }
 
 struct ActivePublish {
@@ -258,6 +260,12 @@ impl PublishController {
         let options = StreamOptions {
             encrypt: granted.encrypt,
             key_rotation_segments: granted.key_rotation_segments,
+            record: granted.record,
+            cdn_base_url: granted.storage.cdn_base_url.clone(),
+            store: self
+                .settings
+                .stores
+                .for_app(granted.storage.bucket.as_deref(), granted.storage.prefix.as_deref()),
         };
         let this = self.clone();
         let task_kicked = kicked.clone();

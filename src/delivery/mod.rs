@@ -6,8 +6,10 @@ mod error;
 mod routes;
 mod service;
 mod viewers;
+mod vod;
 
 pub use error::DeliveryError;
 pub use routes::router;
 pub use service::{PlaybackService, PlaylistQuery};
 pub use viewers::ViewerReporter;
+pub use vod::VodLibrary;

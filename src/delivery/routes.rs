@@ -20,11 +20,15 @@ pub fn router(service: PlaybackService) -> Router {
     let playlists = Router::new()
         .route("/live/{stream}/master.m3u8", get(master))
         .route("/live/{stream}/{rendition}/index.m3u8", get(media_playlist))
+        .route("/vod/{recording}/master.m3u8", get(vod_master))
+        .route("/vod/{recording}/{rendition}/index.m3u8", get(vod_media_playlist))
         .layer(CompressionLayer::new().gzip(true));
     Router::new()
         .merge(playlists)
         .route("/live/{stream}/key/{key}", get(key))
         .route("/live/{stream}/{rendition}/{file}", get(media_file))
+        .route("/vod/{recording}/key/{key}", get(vod_key))
+        .route("/vod/{recording}/{rendition}/{file}", get(vod_media_file))
         .route("/healthz", get(|| async { "ok" }))
         .layer(CorsLayer::permissive())
         .layer(TraceLayer::new_for_http())
@@ -74,13 +78,21 @@ async fn key(
     Path((stream, key)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, DeliveryError> {
-    let key_id = key
-        .strip_suffix(".key")
-        .and_then(|k| k.parse::<u64>().ok())
-        .ok_or(DeliveryError::NotFound)?;
+    let key_id = key_id(&key)?;
     let token = query.as_deref().and_then(token_param);
     let key = service.key(&stream, key_id, token.as_deref())?;
-    Ok((
+    Ok(key_response(key))
+}
+
+/// `{id}.key` names key `id`.
+fn key_id(file: &str) -> Result<u64, DeliveryError> {
+    file.strip_suffix(".key")
+        .and_then(|k| k.parse::<u64>().ok())
+        .ok_or(DeliveryError::NotFound)
+}
+
+fn key_response(key: [u8; 16]) -> Response {
+    (
         [
             (
                 header::CONTENT_TYPE,
@@ -89,6 +101,65 @@ async fn key(
             (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
         ],
         key.to_vec(),
+    )
+        .into_response()
+}
+
+/// A recording's playlists never change once written.
+const VOD_PLAYLIST_CACHE: &str = "private, max-age=60";
+
+async fn vod_master(
+    State(service): State<PlaybackService>,
+    Path(recording): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, DeliveryError> {
+    let token = query.as_deref().and_then(token_param);
+    let body = service.vod_master(&recording, token.as_deref()).await?;
+    Ok(playlist_response(body, VOD_PLAYLIST_CACHE))
+}
+
+async fn vod_media_playlist(
+    State(service): State<PlaybackService>,
+    Path((recording, rendition)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, DeliveryError> {
+    let token = query.as_deref().and_then(token_param);
+    let body = service
+        .vod_media_playlist(&recording, &rendition, token.as_deref())
+        .await?;
+    Ok(playlist_response(body, VOD_PLAYLIST_CACHE))
+}
+
+async fn vod_key(
+    State(service): State<PlaybackService>,
+    Path((recording, key)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, DeliveryError> {
+    let key_id = key_id(&key)?;
+    let token = query.as_deref().and_then(token_param);
+    let key = service.vod_key(&recording, key_id, token.as_deref()).await?;
+    Ok(key_response(key))
+}
+
+async fn vod_media_file(
+    State(service): State<PlaybackService>,
+    Path((recording, rendition, file)): Path<(String, String, String)>,
+) -> Result<Response, DeliveryError> {
+    // Only names the packager writes: nothing else of the bucket is reachable.
+    match parse_media_file(&file) {
+        Some(MediaFile::Init(_) | MediaFile::Segment(_)) => {}
+        _ => return Err(DeliveryError::NotFound),
+    }
+    if rendition.is_empty() || rendition.contains(['/', '\\']) || rendition.starts_with('.') {
+        return Err(DeliveryError::NotFound);
+    }
+    let (body, content_type) = service.vod_media(&recording, &rendition, &file).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE)),
+        ],
+        body,
     )
         .into_response())
 }

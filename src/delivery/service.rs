@@ -101,6 +101,7 @@ pub struct PlaybackService {
     packagers: Arc<Packagers>,
     tokens: Arc<PlaybackTokens>,
     viewers: Option<Arc<dyn ViewerReporter>>,
+    vod: Option<Arc<dyn super::VodLibrary>>,
 }
 
 impl PlaybackService {
@@ -109,6 +110,65 @@ impl PlaybackService {
             packagers: Arc::new(packagers),
             tokens: Arc::new(tokens),
             viewers: None,
+            vod: None,
+        }
+    }
+
+    /// Recordings are served from `vod`.
+    pub fn with_vod(mut self, vod: Arc<dyn super::VodLibrary>) -> Self {
+        self.vod = Some(vod);
+        self
+    }
+
+    /// The library and the recording's stream, once the token is checked.
+    async fn vod_authorised(
+        &self,
+        recording: &str,
+        token: Option<&str>,
+    ) -> Result<(&Arc<dyn super::VodLibrary>, String), DeliveryError> {
+        let vod = self.vod.as_ref().ok_or(DeliveryError::NotFound)?;
+        let stream_id = vod.recording_stream(recording).await.ok_or(DeliveryError::NotFound)?;
+        self.tokens.check(token, &stream_id)?;
+        Ok((vod, stream_id))
+    }
+
+    pub async fn vod_master(&self, recording: &str, token: Option<&str>) -> Result<String, DeliveryError> {
+        let (vod, _) = self.vod_authorised(recording, token).await?;
+        vod.master(recording, &token_query(token))
+            .await
+            .ok_or(DeliveryError::NotFound)
+    }
+
+    pub async fn vod_media_playlist(
+        &self,
+        recording: &str,
+        rendition: &str,
+        token: Option<&str>,
+    ) -> Result<String, DeliveryError> {
+        let (vod, _) = self.vod_authorised(recording, token).await?;
+        vod.media_playlist(recording, rendition, &token_query(token))
+            .await
+            .ok_or(DeliveryError::NotFound)
+    }
+
+    pub async fn vod_key(&self, recording: &str, key_id: u64, token: Option<&str>) -> Result<[u8; 16], DeliveryError> {
+        let (vod, _) = self.vod_authorised(recording, token).await?;
+        vod.key(recording, key_id).await.ok_or(DeliveryError::NotFound)
+    }
+
+    /// Media of a recording is public like live media (it is encrypted, and
+    /// a CDN may cache it); only playlists and keys need the token.
+    pub async fn vod_media(
+        &self,
+        recording: &str,
+        rendition: &str,
+        file: &str,
+    ) -> Result<(Bytes, &'static str), DeliveryError> {
+        let vod = self.vod.as_ref().ok_or(DeliveryError::NotFound)?;
+        match vod.media(recording, rendition, file).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(DeliveryError::NotFound),
+            Err(message) => Err(DeliveryError::Hls(crate::hls::HlsError::Unavailable(message))),
         }
     }
 

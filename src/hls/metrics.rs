@@ -4,12 +4,22 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub struct HlsMetrics {
     pub parts_published: IntCounter,
     /// From the arrival of the last source frame a part covers to its listing.
     pub part_publish_lag: Histogram,
+    /// From an object being queued for the store to its copy being durable.
+    pub upload_lag: Histogram,
+    /// Queued objects thrown away because the upload buffer was full, by kind.
+    pub uploads_dropped: IntCounterVec,
+    /// Objects the store refused for good.
+    pub uploads_failed: IntCounter,
+    /// Attempts that failed and were queued again.
+    pub upload_retries: IntCounter,
+    /// Bytes queued for the store and not yet durable.
+    pub upload_buffer_bytes: IntGauge,
 }
 
 /// One set per process: every stream's packager adds to the same series.
@@ -31,9 +41,50 @@ pub fn metrics() -> Option<&'static HlsMetrics> {
                 ]),
             )
             .ok()?;
+            let upload_lag = Histogram::with_opts(
+                HistogramOpts::new(
+                    "pulse_storage_upload_lag_seconds",
+                    "From a media object being queued for the store to its copy being durable",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                ]),
+            )
+            .ok()?;
+            let uploads_dropped = IntCounterVec::new(
+                Opts::new(
+                    "pulse_storage_uploads_dropped_total",
+                    "Queued media objects dropped because the upload buffer was full",
+                ),
+                &["kind"],
+            )
+            .ok()?;
+            for kind in ["part", "segment", "init"] {
+                uploads_dropped.with_label_values(&[kind]);
+            }
+            let uploads_failed = IntCounter::new(
+                "pulse_storage_uploads_failed_total",
+                "Media objects the store refused for good",
+            )
+            .ok()?;
+            let upload_retries = IntCounter::new(
+                "pulse_storage_upload_retries_total",
+                "Store operations that failed and were queued again",
+            )
+            .ok()?;
+            let upload_buffer_bytes = IntGauge::new(
+                "pulse_storage_upload_buffer_bytes",
+                "Bytes queued for the store and not yet durable",
+            )
+            .ok()?;
             Some(HlsMetrics {
                 parts_published,
                 part_publish_lag,
+                upload_lag,
+                uploads_dropped,
+                uploads_failed,
+                upload_retries,
+                upload_buffer_bytes,
             })
         })
         .as_ref()

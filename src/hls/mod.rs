@@ -1,9 +1,11 @@
 //! LL-HLS packaging: turns the media ladder's CMAF chunks into parts,
 //! segments and playlists (optionally AES-128 encrypted). Parts near the live
-//! edge are served from memory; segments are written to an
-//! [`crate::storage::ObjectStore`] and dropped from memory once the write has
-//! landed (older parts are then cut back out of their stored segment), so a
-//! stream's memory stays a few MiB however long its window.
+//! edge are served from memory; segments (and, for a bucket, parts and inits)
+//! are written to an [`crate::storage::ObjectStore`] and dropped from memory
+//! once the write has landed (older parts are then cut back out of their
+//! stored segment), so a stream's memory stays a few MiB however long its
+//! window. In CDN mode playlists point at the bucket and list only what is
+//! durable there. Recording streams report their segments for VOD playlists.
 //!
 //! No m3u8 library writes LL-HLS tags, so playlists are written here.
 
@@ -14,6 +16,7 @@ mod init;
 mod lag;
 pub mod metrics;
 mod playlist;
+mod recording;
 mod registry;
 mod rendition;
 mod session;
@@ -27,6 +30,9 @@ mod tests;
 pub use blocking::{PlaylistRequest, SkipRequest};
 pub use error::HlsError;
 pub use lag::LagSummary;
+pub use recording::{
+    master_with_query, render_vod_media, RecordedKey, RecordedSegment, RecordingSink, VodSegment, VodUris,
+};
 pub use registry::{Packagers, StreamOptions};
 pub use rendition::RenditionStats;
 pub use settings::HlsSettings;

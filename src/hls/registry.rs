@@ -1,53 +1,100 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use super::recording::RecordingSink;
 use super::settings::HlsSettings;
 use super::stream::StreamPackager;
-use super::writer::{StoreWriter, WriterStats};
+use super::writer::{StoreWriter, WriterSettings, WriterStats};
 use crate::storage::ObjectStore;
 
-/// Every stream's packager, sharing one settings value and one store writer.
-/// Cheap to clone.
+/// Every stream's packager, sharing one settings value, the default store's
+/// writer and one writer per other store (an app's own bucket). Cheap to clone.
 #[derive(Clone)]
 pub struct Packagers {
     settings: Arc<HlsSettings>,
     pub(crate) writer: StoreWriter,
+    /// Writers of other stores, by [`ObjectStore::describe`].
+    writers: Arc<Mutex<HashMap<String, StoreWriter>>>,
+    recorder: Option<Arc<dyn RecordingSink>>,
     streams: Arc<RwLock<HashMap<String, Arc<StreamPackager>>>>,
 }
 
 /// Per-stream choices over the shared [`HlsSettings`] (an app's settings).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct StreamOptions {
     pub encrypt: Option<bool>,
     pub key_rotation_segments: Option<u64>,
+    /// Keep the stream's segments for a recording.
+    pub record: bool,
+    /// CDN mode (see [`HlsSettings::cdn_base_url`]).
+    pub cdn_base_url: Option<String>,
+    /// The app's own store; `None`: the server's.
+    pub store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl std::fmt::Debug for StreamOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamOptions")
+            .field("encrypt", &self.encrypt)
+            .field("key_rotation_segments", &self.key_rotation_segments)
+            .field("record", &self.record)
+            .field("cdn_base_url", &self.cdn_base_url)
+            .field("store", &self.store.as_ref().map(|s| s.describe()))
+            .finish()
+    }
 }
 
 impl StreamOptions {
-    fn apply(self, shared: &Arc<HlsSettings>) -> Arc<HlsSettings> {
+    fn apply(&self, shared: &Arc<HlsSettings>) -> Arc<HlsSettings> {
         let encrypt = self.encrypt.unwrap_or(shared.encrypt);
         let key_rotation_segments = self.key_rotation_segments.unwrap_or(shared.key_rotation_segments);
-        if encrypt == shared.encrypt && key_rotation_segments == shared.key_rotation_segments {
+        let record = self.record || shared.record;
+        let cdn_base_url = self.cdn_base_url.clone().or_else(|| shared.cdn_base_url.clone());
+        if encrypt == shared.encrypt
+            && key_rotation_segments == shared.key_rotation_segments
+            && record == shared.record
+            && cdn_base_url == shared.cdn_base_url
+        {
             return shared.clone();
         }
         Arc::new(HlsSettings {
             encrypt,
             key_rotation_segments,
+            record,
+            cdn_base_url,
             ..(**shared).clone()
         })
     }
 }
 
+fn writer_settings(settings: &HlsSettings) -> WriterSettings {
+    WriterSettings {
+        concurrency: settings.store_concurrency.max(1),
+        buffer_bytes: settings.store_buffer_bytes,
+        retry_initial: settings.store_retry.0,
+        retry_max: settings.store_retry.1,
+    }
+}
+
 impl Packagers {
-    /// Must be called inside a tokio runtime (it starts the store writer task).
+    /// Must be called inside a tokio runtime (it starts the store writer tasks).
     pub fn new(settings: HlsSettings, store: Arc<dyn ObjectStore>) -> Self {
-        let writer = StoreWriter::spawn(store, settings.store_queue, settings.store_concurrency);
+        let writer = StoreWriter::spawn(store, writer_settings(&settings));
         Self {
             settings: Arc::new(settings),
             writer,
+            writers: Arc::default(),
+            recorder: None,
             streams: Arc::default(),
         }
+    }
+
+    /// Streams that record report their durable segments to `sink`.
+    pub fn with_recorder(mut self, sink: Arc<dyn RecordingSink>) -> Self {
+        self.recorder = Some(sink);
+        self
     }
 
     pub fn settings(&self) -> &HlsSettings {
@@ -59,6 +106,21 @@ impl Packagers {
         self.stream_with(stream_id, StreamOptions::default())
     }
 
+    fn writer_for(&self, store: Option<&Arc<dyn ObjectStore>>) -> StoreWriter {
+        let Some(store) = store else {
+            return self.writer.clone();
+        };
+        let name = store.describe();
+        if name == self.writer.describe() {
+            return self.writer.clone();
+        }
+        self.writers
+            .lock()
+            .entry(name)
+            .or_insert_with(|| StoreWriter::spawn(store.clone(), writer_settings(&self.settings)))
+            .clone()
+    }
+
     /// The stream's packager, created on first use with `options` over the
     /// shared settings. An existing packager keeps the options it was made
     /// with: a reconnecting publisher continues the same encrypted timeline.
@@ -67,18 +129,15 @@ impl Packagers {
             return existing;
         }
         let settings = options.apply(&self.settings);
+        let writer = self.writer_for(options.store.as_ref());
+        let recorder = if settings.record { self.recorder.clone() } else { None };
         self.streams
             .write()
             .entry(stream_id.to_string())
             .or_insert_with(|| {
                 // The packager hands store-write callbacks a weak handle to itself.
                 Arc::new_cyclic(|this| {
-                    StreamPackager::new(
-                        stream_id.to_string(),
-                        settings.clone(),
-                        self.writer.clone(),
-                        this.clone(),
-                    )
+                    StreamPackager::new(stream_id.to_string(), settings.clone(), writer, this.clone(), recorder)
                 })
             })
             .clone()
@@ -100,6 +159,7 @@ impl Packagers {
         self.streams.read().keys().cloned().collect()
     }
 
+    /// Counters of the server's store (apps' own stores are not included).
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }
@@ -119,15 +179,21 @@ mod tests {
         let same = StreamOptions {
             encrypt: Some(shared.encrypt),
             key_rotation_segments: Some(shared.key_rotation_segments),
+            ..StreamOptions::default()
         };
         assert!(Arc::ptr_eq(&same.apply(&shared), &shared));
         let app = StreamOptions {
             encrypt: Some(false),
             key_rotation_segments: Some(3),
+            record: true,
+            cdn_base_url: Some("https://cdn.example/m".into()),
+            store: None,
         }
         .apply(&shared);
         assert!(!app.encrypt);
         assert_eq!(app.key_rotation_segments, 3);
+        assert!(app.record);
+        assert_eq!(app.cdn_base_url.as_deref(), Some("https://cdn.example/m"));
         assert_eq!(app.part_target, shared.part_target);
         assert_eq!(app.window_segments, shared.window_segments);
     }

@@ -70,6 +70,8 @@ pub(crate) struct Part {
     /// How `{msn}.{part}.mp4` is served; None once the part leaves part
     /// retention while its parent segment stays (then it is not fetchable).
     pub data: Option<Body>,
+    /// The part is an object in the store (only when the store keeps parts).
+    pub in_store: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,11 @@ pub(crate) struct Segment {
 impl Segment {
     pub(crate) fn is_complete(&self) -> bool {
         self.data.is_some()
+    }
+
+    /// The parent segment is durable in the store.
+    pub(crate) fn in_store(&self) -> bool {
+        matches!(self.data, Some(Body::Memory { stored: true, .. } | Body::Stored))
     }
 
     pub(crate) fn end_ns(&self) -> u64 {
@@ -137,6 +144,28 @@ pub struct RenditionStats {
     pub retained_bytes: usize,
 }
 
+/// How a rendition's objects relate to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct StoreLayout {
+    /// Parts are objects in the store too (a bucket behind a CDN).
+    pub parts: bool,
+    /// Players fetch media from the store (CDN mode): nothing is listed
+    /// before its object is durable there, and listing stays in order.
+    pub gated: bool,
+    /// Recording: segments and inits stay in the store after they leave the
+    /// live window (parts still go).
+    pub keep_media: bool,
+}
+
+/// What players may be told exists (see [`Rendition::visible`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Visible {
+    /// Complete segments below this sequence number are listed.
+    pub complete_until: u64,
+    /// The segment after them, listed as its first `parts` parts only.
+    pub partial: Option<(u64, usize)>,
+}
+
 pub(crate) struct NewSegment {
     pub program_date_time: SystemTime,
     pub key: Option<SegmentKey>,
@@ -165,6 +194,11 @@ pub(crate) struct Rendition {
     pub media_ns: u64,
     pub segments_published: u64,
     pub bytes_in: u64,
+    pub layout: StoreLayout,
+    /// Init segments durable in the store (only tracked when gated).
+    pub inits_in_store: Vec<u64>,
+    /// Absolute base of media URIs (CDN mode), ending in '/'; relative URIs otherwise.
+    pub media_base: Option<String>,
 }
 
 impl Rendition {
@@ -186,7 +220,72 @@ impl Rendition {
             media_ns: 0,
             segments_published: 0,
             bytes_in: 0,
+            layout: StoreLayout::default(),
+            inits_in_store: Vec::new(),
+            media_base: None,
         }
+    }
+
+    /// What a playlist lists. Served by the edge, that is everything
+    /// published (the edge holds what the store does not have yet). In CDN
+    /// mode players fetch from the store, so listing stops at the first
+    /// segment (or part) whose object, or whose init segment, is not durable
+    /// there yet: a player must never be told of something that 404s.
+    pub(crate) fn visible(&self) -> Visible {
+        if !self.layout.gated {
+            return match self.open_segment() {
+                Some(open) => Visible {
+                    complete_until: open.msn,
+                    partial: Some((open.msn, open.parts.len())),
+                },
+                None => Visible {
+                    complete_until: self.next_msn,
+                    partial: None,
+                },
+            };
+        }
+        for segment in self.segments.iter().filter(|s| s.msn >= self.listed_from) {
+            let init_ready = self.inits_in_store.contains(&segment.init_id);
+            if segment.is_complete() && segment.in_store() && init_ready {
+                continue;
+            }
+            let parts = if init_ready {
+                segment.parts.iter().take_while(|p| p.in_store).count()
+            } else {
+                0
+            };
+            return Visible {
+                complete_until: segment.msn,
+                partial: Some((segment.msn, parts)),
+            };
+        }
+        Visible {
+            complete_until: self.next_msn,
+            partial: None,
+        }
+    }
+
+    /// The newest listed part, as EXT-X-RENDITION-REPORT and blocking
+    /// reloads see it.
+    pub(crate) fn visible_last_part(&self) -> Option<(u64, u64)> {
+        let visible = self.visible();
+        if let Some((msn, parts)) = visible.partial {
+            if let Some(last) = (parts as u64).checked_sub(1) {
+                return Some((msn, last));
+            }
+        }
+        let last_complete = visible.complete_until.checked_sub(1)?;
+        let segment = self.segment(last_complete)?;
+        Some((segment.msn, (segment.parts.len() as u64).checked_sub(1)?))
+    }
+
+    fn visible_last_complete(&self) -> Option<u64> {
+        let until = self.visible().complete_until;
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.is_complete() && s.msn < until)
+            .map(|s| s.msn)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -231,8 +330,8 @@ impl Rendition {
 
     pub(crate) fn publish_edge(&self, ended: bool) {
         let edge = Edge {
-            last_part: self.last_part(),
-            last_complete: self.last_complete(),
+            last_part: self.visible_last_part(),
+            last_complete: self.visible_last_complete(),
             ended,
         };
         super::blocking::edge_published(self.name(), &edge);
@@ -290,6 +389,7 @@ impl Rendition {
             independent,
             clear_len: clear.len(),
             data: Some(Body::memory(served)),
+            in_store: false,
         });
         open.clear_parts.push(clear);
         open.duration_ns = open.duration_ns.saturating_add(duration_ns);
@@ -337,7 +437,7 @@ impl Rendition {
                 break;
             }
             if let Some(segment) = self.segments.pop_front() {
-                removed.push(segment_file(segment.msn));
+                self.push_removed_files(&segment, &mut removed);
             }
         }
         let edge = self.timeline_end_ns();
@@ -359,7 +459,10 @@ impl Rendition {
                 break;
             }
             self.inits.pop_front();
-            removed.push(init_file(id));
+            self.inits_in_store.retain(|stored| *stored != id);
+            if !self.layout.keep_media {
+                removed.push(init_file(id));
+            }
         }
         self.release_stored(target_duration_ns);
         removed
@@ -406,15 +509,48 @@ impl Rendition {
         }
     }
 
-    /// Every file this rendition has in the store (to delete them all).
+    /// The store objects of a segment that leaves retention: its parts (if
+    /// the store keeps parts) and, unless recording, the segment itself.
+    fn push_removed_files(&self, segment: &Segment, files: &mut Vec<String>) {
+        if self.layout.parts {
+            files.extend((0..segment.parts.len() as u64).map(|i| part_file(segment.msn, i)));
+        }
+        if segment.is_complete() && !self.layout.keep_media {
+            files.push(segment_file(segment.msn));
+        }
+    }
+
+    /// Every object of this rendition in the store that may go when the
+    /// stream goes (a recording's segments and inits stay).
     pub(crate) fn all_files(&self) -> Vec<String> {
-        let mut files: Vec<String> = self.inits.iter().map(|(id, _)| init_file(*id)).collect();
+        let mut files: Vec<String> = Vec::new();
+        if !self.layout.keep_media {
+            files.extend(self.inits.iter().map(|(id, _)| init_file(*id)));
+        }
         for segment in &self.segments {
-            if segment.is_complete() {
-                files.push(segment_file(segment.msn));
-            }
+            self.push_removed_files(segment, &mut files);
         }
         files
+    }
+
+    /// Notes that part `index` of segment `msn` is durable in the store.
+    pub(crate) fn mark_part_stored(&mut self, msn: u64, index: usize) {
+        let front = self.segments.front().map(|s| s.msn);
+        let at = front
+            .and_then(|front| msn.checked_sub(front))
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(part) = at
+            .and_then(|i| self.segments.get_mut(i))
+            .and_then(|s| s.parts.get_mut(index))
+        {
+            part.in_store = true;
+        }
+    }
+
+    pub(crate) fn mark_init_stored(&mut self, id: u64) {
+        if self.inits.iter().any(|(i, _)| *i == id) && !self.inits_in_store.contains(&id) {
+            self.inits_in_store.push(id);
+        }
     }
 
     pub(crate) fn stats(&self) -> RenditionStats {

@@ -10,10 +10,11 @@ use tracing::Instrument;
 
 use super::crypto::{encrypt_concat, random_block};
 use super::error::HlsError;
-use super::rendition::{init_file, segment_file, NewSegment, Rendition, SegmentKey};
+use super::recording::{RecordedKey, RecordedSegment};
+use super::rendition::{init_file, part_file, segment_file, NewSegment, Rendition, SegmentKey, StoreLayout};
 use super::settings::{nearest_secs, round_ms};
 use super::stream::{StreamPackager, StreamState};
-use super::writer::media_meta;
+use super::writer::{media_meta, ObjectKind};
 use crate::media::{CmafChunk, LadderEvent, RenditionKind, RenditionSpec};
 
 /// Closes the session's open segments however the session ends, including
@@ -207,7 +208,19 @@ impl StreamPackager {
                     existing.spec = spec;
                     renditions.push(existing);
                 }
-                None => renditions.push(Rendition::new(spec, first_msn)),
+                None => {
+                    let mut rendition = Rendition::new(spec, first_msn);
+                    rendition.layout = self.store_layout();
+                    rendition.media_base = self.settings.cdn_base_url.as_ref().map(|base| {
+                        format!(
+                            "{}/{}/{}/",
+                            base.trim_end_matches('/'),
+                            self.stream_id,
+                            rendition.name()
+                        )
+                    });
+                    renditions.push(rendition);
+                }
             }
         }
         for gone in &old {
@@ -221,6 +234,17 @@ impl StreamPackager {
         }
         state.renditions = renditions;
         retain_keys(&mut state);
+        let master = match &self.recorder {
+            Some(_) => {
+                let specs: Vec<_> = state.renditions.iter().map(|r| &r.spec).collect();
+                super::playlist::render_master(&specs, "")
+            }
+            None => None,
+        };
+        drop(state);
+        if let (Some(recorder), Some(master)) = (&self.recorder, master) {
+            recorder.ladder(&self.stream_id, master);
+        }
         tracing::info!(renditions = ?names, "ladder renditions");
         Ok(names)
     }
@@ -244,8 +268,21 @@ impl StreamPackager {
         }
         let audio = is_audio(&r.spec);
         state.next_init_id = id.saturating_add(1);
-        self.writer
-            .put(self.object_key(name, &init_file(id)), data, media_meta(audio));
+        drop(state);
+        let this = self.this.clone();
+        let rendition = name.to_string();
+        self.writer.put_then(
+            self.object_key(name, &init_file(id)),
+            data,
+            media_meta(audio),
+            ObjectKind::Init,
+            &self.pending_uploads,
+            Box::new(move || {
+                if let Some(packager) = this.upgrade() {
+                    packager.mark_init_stored(&rendition, id);
+                }
+            }),
+        );
         tracing::debug!(rendition = name, init_id = id, "new init segment");
         Ok(())
     }
@@ -311,6 +348,7 @@ impl StreamPackager {
             r.begin_segment(init_id, new);
         }
         let part_len = served.len();
+        let part_copy = r.layout.parts.then(|| (served.clone(), is_audio(&r.spec)));
         let index = r
             .append_part(served, chunk.data, chunk.duration_ns, chunk.independent)
             .ok_or_else(|| self.protocol("no open segment after opening one"))?;
@@ -348,7 +386,10 @@ impl StreamPackager {
             bytes = part_len,
             "part published"
         );
-        // Parts stay out of the store (see `rendition::Body`).
+        // Parts go to the store only when it keeps them (see `rendition::Body`).
+        if let Some((data, audio)) = part_copy {
+            self.put_part(name, open_msn, index, data, audio);
+        }
         self.delete_files(name, removed);
         Ok(())
     }
@@ -402,6 +443,23 @@ impl StreamPackager {
             return;
         };
         let audio = is_audio(&r.spec);
+        let record = self.recorder.as_ref().and_then(|_| {
+            let segment = r.segment(msn)?;
+            Some(RecordedSegment {
+                stream_id: self.stream_id.clone(),
+                rendition: name.to_string(),
+                msn,
+                duration_ns: segment.duration_ns,
+                discontinuity: segment.discontinuity,
+                init_id: segment.init_id,
+                key: segment.key.map(|k| RecordedKey {
+                    key_id: k.key_id,
+                    key: k.key,
+                    iv: k.iv,
+                }),
+                program_date_time: segment.program_date_time,
+            })
+        });
         raise_target_duration(&mut state, duration);
         let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
         let Some(r) = state.rendition_mut(name) else {
@@ -417,20 +475,53 @@ impl StreamPackager {
             duration_ms = round_ms(duration),
             "segment complete"
         );
-        self.put_segment(name, msn, data, audio);
+        self.put_segment(name, msn, data, audio, record);
         self.delete_files(name, removed);
+    }
+
+    fn store_layout(&self) -> StoreLayout {
+        let cdn = self.settings.cdn_base_url.is_some();
+        StoreLayout {
+            parts: cdn || self.writer.stores_parts(),
+            gated: cdn,
+            keep_media: self.settings.record,
+        }
+    }
+
+    fn put_part(&self, rendition: &str, msn: u64, index: u64, data: Bytes, audio: bool) {
+        let this = self.this.clone();
+        let name = rendition.to_string();
+        self.writer.put_then(
+            self.object_key(rendition, &part_file(msn, index)),
+            data,
+            media_meta(audio),
+            ObjectKind::Part,
+            &self.pending_uploads,
+            Box::new(move || {
+                if let (Some(packager), Ok(index)) = (this.upgrade(), usize::try_from(index)) {
+                    packager.mark_part_stored(&name, msn, index);
+                }
+            }),
+        );
     }
 
     /// Copies a complete segment to the store; once the copy is durable the
     /// packager serves it (and its older parts) from there and drops it from memory.
-    fn put_segment(&self, rendition: &str, msn: u64, data: Bytes, audio: bool) {
+    /// A recording's segment is reported once durable.
+    fn put_segment(&self, rendition: &str, msn: u64, data: Bytes, audio: bool, record: Option<RecordedSegment>) {
         let this = self.this.clone();
         let name = rendition.to_string();
+        let recorder = self.recorder.clone();
         self.writer.put_then(
             self.object_key(rendition, &segment_file(msn)),
             data,
             media_meta(audio),
+            ObjectKind::Segment,
+            &self.pending_uploads,
             Box::new(move || {
+                if let (Some(recorder), Some(record)) = (recorder, record) {
+                    recorder.segment(record);
+                }
                 if let Some(packager) = this.upgrade() {
                     packager.mark_stored(&name, msn);
                 }

@@ -16,10 +16,18 @@ pub struct HlsSettings {
     /// How long a blocking playlist or preload-hinted part request waits;
     /// `None` = 3 × TARGETDURATION, the spec's advice.
     pub blocking_timeout: Option<Duration>,
-    /// Store operations queued before new ones are dropped (and counted).
-    pub store_queue: usize,
-    /// Store operations in flight at once.
+    /// Bytes queued for the store before the oldest queued parts (then
+    /// segments) are dropped, per store.
+    pub store_buffer_bytes: usize,
+    /// Store operations in flight at once, per store.
     pub store_concurrency: usize,
+    /// Back-off after a failed store operation: doubles from the first to the second.
+    pub store_retry: (Duration, Duration),
+    /// CDN mode: media URIs in playlists are `<base>/<stream>/<rendition>/<file>`
+    /// and list only objects already in the store. `None`: the edge serves media.
+    pub cdn_base_url: Option<String>,
+    /// Keep every segment in the store for a recording (see `RecordingSink`).
+    pub record: bool,
 }
 
 impl Default for HlsSettings {
@@ -33,8 +41,11 @@ impl Default for HlsSettings {
             key_rotation_segments: 10,
             encrypt: true,
             blocking_timeout: None,
-            store_queue: 1024,
+            store_buffer_bytes: 64 * 1024 * 1024,
             store_concurrency: 4,
+            store_retry: (Duration::from_millis(200), Duration::from_secs(5)),
+            cdn_base_url: None,
+            record: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::error::HlsError;
 use super::playlist::{render_master, PlaylistCache, StreamTiming};
 use super::rendition::{derive_part, segment_file, Body, Rendition, RenditionStats, SegmentKey};
 use super::settings::HlsSettings;
-use super::writer::{StoreWriter, WriterStats};
+use super::writer::{PendingUploads, StoreWriter, WriterStats};
 
 pub(crate) struct StreamState {
     /// In ladder order.
@@ -76,6 +76,9 @@ pub struct StreamPackager {
     pub(crate) stream_id: String,
     pub(crate) settings: Arc<HlsSettings>,
     pub(crate) writer: StoreWriter,
+    pub(crate) recorder: Option<Arc<dyn super::RecordingSink>>,
+    /// This stream's objects the writer has not finished with.
+    pub(crate) pending_uploads: PendingUploads,
     pub(crate) state: Mutex<StreamState>,
     /// Serialises everything that changes media (a session's events,
     /// end_stream, removal) so that encryption can run outside `state`.
@@ -90,6 +93,7 @@ impl StreamPackager {
         settings: Arc<HlsSettings>,
         writer: StoreWriter,
         this: Weak<StreamPackager>,
+        recorder: Option<Arc<dyn super::RecordingSink>>,
     ) -> Self {
         // Numbers start from the wall clock so that a stream removed and
         // created again never reuses a URL a CDN may still cache (media is
@@ -121,6 +125,8 @@ impl StreamPackager {
             stream_id,
             settings,
             writer,
+            recorder,
+            pending_uploads: PendingUploads::default(),
             state: Mutex::new(state),
             mutation: Mutex::new(()),
             session_gate: Arc::new(tokio::sync::Mutex::new(())),
@@ -280,13 +286,47 @@ impl StreamPackager {
         }
     }
 
-    /// The store copy of segment `msn` is durable: its memory may go.
+    /// The store copy of segment `msn` is durable: its memory may go, and
+    /// in CDN mode it may be listed.
     pub(crate) fn mark_stored(&self, rendition: &str, msn: u64) {
         let mut state = self.state.lock();
         let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
+        let ended = state.ended;
         if let Some(r) = state.rendition_mut(rendition) {
             r.mark_stored(msn, td_ns);
+            if r.layout.gated {
+                r.publish_edge(ended);
+            }
         }
+    }
+
+    /// A part's object is durable (stores that keep parts).
+    pub(crate) fn mark_part_stored(&self, rendition: &str, msn: u64, index: usize) {
+        let mut state = self.state.lock();
+        let ended = state.ended;
+        if let Some(r) = state.rendition_mut(rendition) {
+            r.mark_part_stored(msn, index);
+            if r.layout.gated {
+                r.publish_edge(ended);
+            }
+        }
+    }
+
+    pub(crate) fn mark_init_stored(&self, rendition: &str, init_id: u64) {
+        let mut state = self.state.lock();
+        let ended = state.ended;
+        if let Some(r) = state.rendition_mut(rendition) {
+            r.mark_init_stored(init_id);
+            if r.layout.gated {
+                r.publish_edge(ended);
+            }
+        }
+    }
+
+    /// Every object this stream handed to the store writer is finished
+    /// with (stored, or given up on): its recording is as complete as it gets.
+    pub fn uploads_settled(&self) -> bool {
+        self.pending_uploads.is_zero()
     }
 
     fn not_found(&self, rendition: &str, what: &str) -> HlsError {

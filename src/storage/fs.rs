@@ -96,6 +96,10 @@ impl ObjectStore for FsStore {
             }
         })
     }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
 }
 
 #[cfg(test)]

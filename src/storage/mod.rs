@@ -1,10 +1,15 @@
-//! Where finished media objects go: the edge's own data dir (`fs`) today,
-//! S3/R2 later. Packaging writes through [`ObjectStore`] and never learns
-//! which backend it has.
+//! Where finished media objects go: the edge's own data dir (`fs`, the
+//! embedded default) or an S3-compatible bucket (`s3`: AWS S3, Cloudflare R2,
+//! MinIO…). Packaging writes through [`ObjectStore`] and never learns which
+//! backend it has.
 
 mod fs;
+mod s3;
+mod stores;
 
 pub use fs::FsStore;
+pub use s3::{S3Settings, S3Store};
+pub use stores::Stores;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -19,6 +24,25 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A remote store refused or could not be reached. `location` names the
+    /// bucket and endpoint, so an operator knows which of several it was.
+    #[error("{op} {key:?} on {location}: {message}")]
+    Remote {
+        op: &'static str,
+        key: String,
+        location: String,
+        /// Worth trying again (5xx, throttling, timeouts, connection errors).
+        retryable: bool,
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// True when the same request may succeed later; a refusal (bad
+    /// credentials, missing bucket, a bad key) will not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Remote { retryable: true, .. })
+    }
 }
 
 /// HTTP metadata stored with an object, so a bucket behind a CDN serves it
@@ -34,8 +58,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn put(&self, key: String, data: Bytes, meta: ObjectMeta) -> BoxFuture<'_, Result<(), StorageError>>;
     /// Deletes the objects; keys that do not exist are not an error.
     fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), StorageError>>;
-    /// Reads an object back (used by tests and by recordings).
+    /// Reads an object back (the edge serving media it no longer holds, recordings).
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Bytes>, StorageError>>;
+    /// Where the objects go, for logs and errors ("s3://bucket/prefix at endpoint").
+    fn describe(&self) -> String;
+    /// Whether LL-HLS parts are stored as objects of their own. A bucket
+    /// behind a CDN needs them (players fetch parts there); the edge's own
+    /// disk does not, as the edge serves parts from memory or cuts them out
+    /// of their stored parent segment.
+    fn stores_parts(&self) -> bool {
+        false
+    }
 }
 
 /// Rejects keys that could escape the store's root or that a bucket would

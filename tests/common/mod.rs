@@ -6,6 +6,7 @@ pub mod admin;
 pub mod checks;
 pub mod keys;
 pub mod playlist;
+pub mod s3;
 pub mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
@@ -463,6 +464,30 @@ pub fn ffmpeg_decode(url: &str, seconds: u32, extra_input_args: &[&str]) -> (boo
             ),
         ),
     }
+}
+
+/// Plays `url` with hls.js in headless Chromium (tests/player/play.mjs) for
+/// `seconds`; the harness's JSON report.
+pub fn hlsjs_report(url: &str, seconds: u32, low_latency: bool) -> serde_json::Value {
+    let script = manifest_dir().join("tests/player/play.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(url)
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--low-latency",
+            &low_latency.to_string(),
+        ])
+        .output()
+        .expect("run node player");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "player harness failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 pub fn which(program: &str) -> bool {

@@ -17,6 +17,7 @@ pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";
 pub const PLAYBACK_KEY_DELETE: &str = "playback_key.delete";
 pub const ADMIN_TOKEN_CREATE: &str = "admin_token.create";
 pub const ADMIN_TOKEN_REVOKE: &str = "admin_token.revoke";
+pub const RECORDING_DELETE: &str = "recording.delete";
 
 /// One mutation attempt as the log files it: what, on what, in which app.
 #[derive(Debug, Clone, PartialEq, Eq)]

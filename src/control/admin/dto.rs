@@ -30,6 +30,15 @@ pub struct CreateApp {
     #[schema(minimum = 1, maximum = 100000)]
     pub key_rotation_segments: Option<u64>,
     pub record: Option<bool>,
+    /// The app's own bucket on the server's S3 endpoint.
+    #[schema(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    pub storage_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[schema(max_length = 256)]
+    pub storage_prefix: Option<String>,
+    /// CDN mode: an absolute http(s) URL media URIs are written under.
+    #[schema(max_length = 2048)]
+    pub cdn_base_url: Option<String>,
     pub max_streams: Option<u32>,
     pub max_ingest_kbps: Option<u32>,
 }
@@ -49,6 +58,15 @@ pub struct UpdateApp {
     #[schema(minimum = 1, maximum = 100000)]
     pub key_rotation_segments: Option<u64>,
     pub record: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable, pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    pub storage_bucket: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable, max_length = 256)]
+    pub storage_prefix: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable, max_length = 2048)]
+    pub cdn_base_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<u32>, nullable)]
     pub max_streams: Option<Option<u32>>,

@@ -11,6 +11,7 @@ mod health;
 mod json;
 mod openapi;
 mod path;
+mod recordings;
 mod routes;
 mod service;
 #[cfg(test)]
@@ -91,6 +92,11 @@ pub fn router(service: AdminService) -> Router {
         .route("/apps/{app_id}/streams/{stream_id}/viewers", get(usage::viewers))
         .route("/apps/{app_id}/usage", get(usage::usage))
         .route("/apps/{app_id}/usage.csv", get(usage::usage_csv))
+        .route("/apps/{app_id}/recordings", get(recordings::list_recordings))
+        .route(
+            "/apps/{app_id}/recordings/{recording_id}",
+            get(recordings::get_recording).delete(recordings::delete_recording),
+        )
         .route("/events/stream", get(wh::event_feed))
         .route("/audit", get(audit))
         .route("/audit.csv", get(audit_csv))

@@ -7,12 +7,14 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
 use super::error::ErrorBody;
+use super::recordings::{self, RecordingView};
 use super::routes;
 use super::usage;
 use super::webhooks::dto::*;
 use super::webhooks::routes as wh;
 use crate::control::live::{AudioInput, LiveStreamStats, RenditionStats, VideoInput};
 use crate::control::model::{AdminToken, App, AuditEntry, KeyAlgorithm, PlaybackKey, Stream};
+use crate::control::recordings::model::Recording;
 use crate::control::usage::model::UsageRow;
 use crate::control::viewers::ViewerCount;
 use crate::control::webhooks::model::{Backlog, Delivery, DeliveryStatus, RecordedEvent, WebhookEndpoint};
@@ -48,13 +50,14 @@ impl Modify for BearerAuth {
         wh::list_webhooks, wh::create_webhook, wh::get_webhook, wh::update_webhook, wh::delete_webhook,
         wh::rotate_webhook_secret, wh::test_webhook, wh::list_deliveries, wh::redeliver, wh::redeliver_failed,
         wh::list_events, usage::viewers, usage::usage, usage::usage_csv,
+        recordings::list_recordings, recordings::get_recording, recordings::delete_recording,
     ),
     components(schemas(
         App, Stream, PlaybackKey, AdminToken, AuditEntry, KeyAlgorithm, ErrorBody, CreateApp, UpdateApp, CreateStream,
         UpdateStream, StreamWithKey, CreatePlaybackKey, CreatedPlaybackKey, MintToken, MintedToken, CreateAdminToken,
         CreatedAdminToken, Kicked, LiveStreamStats, VideoInput, AudioInput, RenditionStats,
         WebhookView, WebhookWithSecret, CreateWebhook, UpdateWebhook, Redelivered, TestSent, WebhookEndpoint, Backlog,
-        Delivery, DeliveryStatus, RecordedEvent, ViewerCount, UsageRow,
+        Delivery, DeliveryStatus, RecordedEvent, ViewerCount, UsageRow, RecordingView, Recording,
     )),
     modifiers(&BearerAuth),
 )]

@@ -56,6 +56,8 @@ pub struct Reporting {
     pub webhooks: Arc<WebhookService>,
     pub audience: Arc<Audience>,
     pub usage: Arc<dyn UsageStore>,
+    /// `None`: no recordings here (the admin API answers 404 for them).
+    pub recordings: Option<crate::control::recordings::Recorder>,
 }
 
 /// Ids come from the URL; anything that cannot be one of ours is simply not found.
@@ -100,6 +102,10 @@ impl AdminService {
 
     pub(super) fn audience_counts(&self) -> tokio::sync::broadcast::Receiver<crate::control::viewers::ViewerCount> {
         self.inner.reporting.audience.counts()
+    }
+
+    pub(super) fn recordings(&self) -> Option<&crate::control::recordings::Recorder> {
+        self.inner.reporting.recordings.as_ref()
     }
 
     pub(super) fn usage_store(&self) -> &dyn UsageStore {
@@ -250,6 +256,9 @@ impl AdminService {
                     encrypt: body.encrypt,
                     key_rotation_segments: body.key_rotation_segments,
                     record: body.record,
+                    storage_bucket: body.storage_bucket,
+                    storage_prefix: body.storage_prefix,
+                    cdn_base_url: body.cdn_base_url,
                     max_streams: body.max_streams,
                     max_ingest_kbps: body.max_ingest_kbps,
                 })
@@ -275,6 +284,9 @@ impl AdminService {
                 encrypt: body.encrypt,
                 key_rotation_segments: body.key_rotation_segments,
                 record: body.record,
+                storage_bucket: body.storage_bucket,
+                storage_prefix: body.storage_prefix,
+                cdn_base_url: body.cdn_base_url,
                 max_streams: body.max_streams,
                 max_ingest_kbps: body.max_ingest_kbps,
             };

@@ -75,6 +75,7 @@ fn reporting(store: Arc<SqliteStore>) -> super::Reporting {
             metrics,
         ),
         usage: store,
+        recordings: None,
     }
 }
 

@@ -58,6 +58,11 @@ impl PublishAuthorizer for EmbeddedAuthorizer {
             encrypt: Some(app.encrypt),
             key_rotation_segments: Some(app.key_rotation_segments),
             record: app.record,
+            storage: super::StorageChoice {
+                bucket: app.storage_bucket,
+                prefix: app.storage_prefix,
+                cdn_base_url: app.cdn_base_url,
+            },
             max_streams: app.max_streams,
             max_ingest_kbps: app.max_ingest_kbps,
         })

@@ -251,6 +251,7 @@ fn authorization(request: &PublishRequest, allow: Allow) -> Result<Authorization
         encrypt: allow.encrypt,
         key_rotation_segments: None,
         record: allow.record.unwrap_or(false),
+        storage: super::StorageChoice::default(),
         max_streams: None,
         max_ingest_kbps: None,
     })

@@ -40,8 +40,19 @@ pub struct Authorization {
     /// `None`: the server's `hls.key_rotation_segments`.
     pub key_rotation_segments: Option<u64>,
     pub record: bool,
+    /// Where the stream's media goes: the app's own bucket and prefix, and
+    /// its CDN base (all `None`: the server's store, media served by the edge).
+    pub storage: StorageChoice,
     pub max_streams: Option<u32>,
     pub max_ingest_kbps: Option<u32>,
+}
+
+/// An app's storage overrides, as the publish path needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageChoice {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub cdn_base_url: Option<String>,
 }
 
 /// Why a publish was refused: a stable label for metrics and events, and

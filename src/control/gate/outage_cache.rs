@@ -102,6 +102,7 @@ mod tests {
             encrypt: None,
             key_rotation_segments: None,
             record: false,
+            storage: Default::default(),
             max_streams: None,
             max_ingest_kbps: None,
         }

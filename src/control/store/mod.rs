@@ -3,6 +3,7 @@
 //! deployments. Queries are written in the SQL both understand.
 
 mod outbox;
+mod recordings;
 mod sqlite;
 mod usage;
 pub mod validate;
@@ -15,6 +16,7 @@ use super::model::{
 };
 
 pub use outbox::EventStore;
+pub use recordings::RecordingStore;
 pub use sqlite::SqliteStore;
 pub use usage::UsageStore;
 

@@ -13,6 +13,7 @@ mod apps;
 mod audit;
 mod outbox;
 mod playback_keys;
+mod recordings;
 mod streams;
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,62 @@ pub fn custom_ladder(toml: &str) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Invalid(format!("custom ladder: {e}")))
 }
 
+/// S3 bucket naming rules (also what R2 accepts): 3–63 characters of
+/// lower-case letters, digits, '-' and '.', starting and ending alphanumeric.
+pub fn bucket_name(name: &str) -> Result<(), StoreError> {
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains("..");
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "storage_bucket {name:?}: 3-63 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+/// A key prefix: `/`-separated segments of printable characters, no `.`/`..`.
+pub fn storage_prefix(prefix: &str) -> Result<(), StoreError> {
+    let trimmed = prefix.trim_matches('/');
+    let valid = prefix.len() <= 256
+        && !prefix.chars().any(|c| c.is_control() || c == '\\')
+        && (trimmed.is_empty()
+            || trimmed
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "storage_prefix {prefix:?}: at most 256 characters, '/'-separated, no empty, '.' or '..' segments"
+        )))
+    }
+}
+
+/// An absolute http(s) URL without query or fragment (media URIs are appended to it).
+pub fn cdn_base_url(url: &str) -> Result<(), StoreError> {
+    let parsed = url::Url::parse(url).ok();
+    let valid = url.len() <= 2048
+        && parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "cdn_base_url {url:?}: an absolute http(s) URL without query or fragment"
+        )))
+    }
+}
+
 pub fn key_rotation_segments(n: u64) -> Result<i64, StoreError> {
     if (1..=KEY_ROTATION_SEGMENTS_MAX).contains(&n) {
         i64::try_from(n).map_err(|_| rotation_error())
@@ -96,6 +152,34 @@ mod tests {
 
     fn invalid(r: Result<(), StoreError>) -> bool {
         matches!(r, Err(StoreError::Invalid(_)))
+    }
+
+    #[test]
+    fn storage_overrides() {
+        for ok in ["media", "tenant-media.eu", "a1b"] {
+            assert!(bucket_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "Media", "-media", "media-", "me..dia", "me_dia", &"a".repeat(64)] {
+            assert!(invalid(bucket_name(bad)), "{bad:?}");
+        }
+        for ok in ["", "live", "/customers/t1/", "a/b.c"] {
+            assert!(storage_prefix(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["a//b", "../x", "a/./b", "a\\b", "x\n", &"p".repeat(257)] {
+            assert!(invalid(storage_prefix(bad)), "{bad:?}");
+        }
+        for ok in ["https://cdn.example.com", "http://127.0.0.1:8081/media/"] {
+            assert!(cdn_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "cdn.example.com",
+            "ftp://x/y",
+            "https://x/y?a=1",
+            "https://x/#f",
+            "javascript:alert(1)",
+        ] {
+            assert!(invalid(cdn_base_url(bad)), "{bad:?}");
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Entry {
         let mut others = renditions.iter().filter(|o| o.name() != self.rendition);
         for (name, last_part) in &self.reports {
             match others.next() {
-                Some(other) if other.name() == name && other.last_part() == *last_part => {}
+                Some(other) if other.name() == name && other.visible_last_part() == *last_part => {}
                 _ => return false,
             }
         }
@@ -97,7 +97,7 @@ impl PlaylistCache {
             reports: renditions
                 .iter()
                 .filter(|o| o.name() != name)
-                .map(|o| (o.name().to_string(), o.last_part()))
+                .map(|o| (o.name().to_string(), o.visible_last_part()))
                 .collect(),
             template: template.clone(),
         };

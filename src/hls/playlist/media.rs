@@ -65,7 +65,21 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
     let r = p.rendition;
     let td_ns = p.timing.target_duration_secs.saturating_mul(NS_PER_SEC);
     let skip_until_ns = td_ns.saturating_mul(6);
-    let listed: Vec<&Segment> = r.segments.iter().filter(|s| s.msn >= r.listed_from).collect();
+    let visible = r.visible();
+    // How many parts of each listed segment are listed: all, or the
+    // `partial` count of the segment at the visible edge.
+    let shown = |s: &Segment| match visible.partial {
+        Some((msn, parts)) if msn == s.msn => parts,
+        _ => s.parts.len(),
+    };
+    let listed: Vec<&Segment> = r
+        .segments
+        .iter()
+        .filter(|s| s.msn >= r.listed_from && s.msn <= visible.complete_until)
+        .filter(|s| s.msn < visible.complete_until || shown(s) > 0)
+        .collect();
+    let complete = |s: &Segment| s.is_complete() && s.msn < visible.complete_until;
+    let base = r.media_base.as_deref().unwrap_or("");
     let edge_ns = r.timeline_end_ns();
 
     let mut out = String::with_capacity(4096);
@@ -89,7 +103,7 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
     let skipped = match p.skip {
         Some(_) => listed
             .iter()
-            .take_while(|s| s.is_complete() && edge_ns.saturating_sub(s.start_ns) > skip_until_ns)
+            .take_while(|s| complete(s) && edge_ns.saturating_sub(s.start_ns) > skip_until_ns)
             .count(),
         None => 0,
     };
@@ -116,7 +130,7 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
             if key_in_force {
                 out.push_str("#EXT-X-KEY:METHOD=NONE\n");
             }
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_file(segment.init_id));
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{base}{}\"", init_file(segment.init_id));
             previous_init = Some(segment.init_id);
         }
         key_in_force = segment.key.is_some();
@@ -128,12 +142,15 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
             out.push('\n');
         }
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", date_time(segment.program_date_time));
-        let list_parts = !segment.is_complete() || segment.end_ns().saturating_add(part_listing_ns) >= edge_ns;
-        if list_parts && segment.parts.iter().all(|part| part.data.is_some()) {
-            for (index, part) in segment.parts.iter().enumerate() {
+        let is_complete = complete(segment);
+        let list_parts = !is_complete || segment.end_ns().saturating_add(part_listing_ns) >= edge_ns;
+        let parts = &segment.parts[..shown(segment).min(segment.parts.len())];
+        let fetchable = |part: &crate::hls::rendition::Part| part.data.is_some() && (!r.layout.gated || part.in_store);
+        if list_parts && parts.iter().all(fetchable) {
+            for (index, part) in parts.iter().enumerate() {
                 let _ = write!(
                     out,
-                    "#EXT-X-PART:DURATION={},URI=\"{}\"",
+                    "#EXT-X-PART:DURATION={},URI=\"{base}{}\"",
                     seconds(part.duration_ns),
                     part_file(segment.msn, index as u64)
                 );
@@ -143,10 +160,10 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
                 out.push('\n');
             }
         }
-        if segment.is_complete() {
+        if is_complete {
             let _ = writeln!(
                 out,
-                "#EXTINF:{},\n{}",
+                "#EXTINF:{},\n{base}{}",
                 seconds(segment.duration_ns),
                 segment_file(segment.msn)
             );
@@ -155,12 +172,13 @@ pub(crate) fn render_media(p: &MediaPlaylist<'_>) -> MediaTemplate {
 
     if p.ended {
         out.push_str("#EXT-X-ENDLIST\n");
-    } else {
+    } else if !r.layout.gated {
+        // Not in CDN mode: a bucket cannot hold a request until the part exists.
         let (msn, part) = r.preload_hint();
         let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", part_file(msn, part));
     }
     for other in &p.others {
-        if let Some((msn, part)) = other.last_part() {
+        if let Some((msn, part)) = other.visible_last_part() {
             let _ = writeln!(
                 out,
                 "#EXT-X-RENDITION-REPORT:URI=\"../{}/index.m3u8\",LAST-MSN={msn},LAST-PART={part}",

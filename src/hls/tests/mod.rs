@@ -45,6 +45,10 @@ impl ObjectStore for MemStore {
         let found = self.objects.lock().get(&key).map(|(d, _)| d.clone());
         Box::pin(async move { Ok(found) })
     }
+
+    fn describe(&self) -> String {
+        "mem://".into()
+    }
 }
 
 pub(super) fn video(name: &str, height: u32, bandwidth: u64) -> RenditionSpec {
@@ -85,8 +89,9 @@ pub(super) fn settings() -> HlsSettings {
         key_rotation_segments: 3,
         encrypt: true,
         blocking_timeout: Some(Duration::from_millis(300)),
-        store_queue: 100_000,
+        store_buffer_bytes: 1 << 30,
         store_concurrency: 2,
+        ..HlsSettings::default()
     }
 }
 

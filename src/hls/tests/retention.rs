@@ -43,7 +43,8 @@ async fn memory_and_store_stay_bounded_over_a_long_stream() {
     }
     let w = h.packagers.writer_stats();
     assert_eq!(w.dropped, 0);
-    assert!(w.deletes > 2 * 580, "old segments were deleted: {w:?}");
+    // Deleted, or (queued faster than the store took them) never sent at all.
+    assert!(w.deletes + w.cancelled > 2 * 580, "old segments were deleted: {w:?}");
 }
 
 #[tokio::test]
@@ -93,9 +94,9 @@ async fn renditions_leaving_the_ladder_are_deleted() {
 }
 
 #[tokio::test]
-async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+async fn a_full_buffer_drops_and_counts_instead_of_blocking() {
     let mut h = Harness::new(HlsSettings {
-        store_queue: 1,
+        store_buffer_bytes: 1,
         store_concurrency: 1,
         ..settings()
     });
@@ -112,7 +113,10 @@ struct SlowStore {
     inner: MemStore,
     gate: tokio::sync::Semaphore,
     fail_puts: std::sync::atomic::AtomicBool,
+    /// Puts fail as a store that is down would (retryable).
+    down: std::sync::atomic::AtomicBool,
     fail_gets: std::sync::atomic::AtomicBool,
+    parts: std::sync::atomic::AtomicBool,
 }
 
 impl Default for SlowStore {
@@ -121,6 +125,8 @@ impl Default for SlowStore {
             inner: MemStore::default(),
             gate: tokio::sync::Semaphore::new(0),
             fail_puts: Default::default(),
+            down: Default::default(),
+            parts: Default::default(),
             fail_gets: Default::default(),
         }
     }
@@ -146,6 +152,15 @@ impl ObjectStore for SlowStore {
             if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(io_failure(&key));
             }
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StorageError::Remote {
+                    op: "PutObject",
+                    key,
+                    location: "slow://".into(),
+                    retryable: true,
+                    message: "connection refused".into(),
+                });
+            }
             self.inner.put(key, data, meta).await
         })
     }
@@ -160,12 +175,24 @@ impl ObjectStore for SlowStore {
         }
         self.inner.get(key)
     }
+
+    fn describe(&self) -> String {
+        "slow://".into()
+    }
+
+    fn stores_parts(&self) -> bool {
+        self.parts.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// One 720p rendition over `store`: `segments` complete segments of 5 parts,
 /// then 2 parts of an open one. Returns the first complete segment's msn.
 fn publish_over(store: Arc<SlowStore>, segments: u64, encrypt: bool) -> (Packagers, Arc<StreamPackager>, u64) {
-    let packagers = Packagers::new(HlsSettings { encrypt, ..settings() }, store);
+    publish_with(store, segments, HlsSettings { encrypt, ..settings() })
+}
+
+fn publish_with(store: Arc<SlowStore>, segments: u64, settings: HlsSettings) -> (Packagers, Arc<StreamPackager>, u64) {
+    let packagers = Packagers::new(settings, store);
     let packager = packagers.stream("s1");
     assert!(packager.begin_session());
     packager
@@ -313,4 +340,85 @@ async fn a_removed_stream_ignores_late_write_completions() {
     packagers.writer.idle().await;
     assert!(packagers.get("s1").is_none());
     assert_eq!(packagers.writer_stats().failed, 0);
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_is_retried_until_every_object_lands() {
+    let store = Arc::new(SlowStore::default());
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.open();
+    let (packagers, p, first) = publish_with(
+        store.clone(),
+        3,
+        HlsSettings {
+            store_retry: (Duration::from_millis(5), Duration::from_millis(20)),
+            ..settings()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(packagers.writer_stats().retries > 0, "failures are retried");
+    assert!(in_memory(body_of(&p, first, None)), "memory serves meanwhile");
+    assert!(!p.uploads_settled(), "the stream's uploads are pending");
+    store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    packagers.writer.idle().await;
+    assert!(p.uploads_settled());
+    let stats = packagers.writer_stats();
+    assert_eq!(
+        (stats.failed, stats.dropped, stats.buffered_bytes),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    for msn in first..first + 3 {
+        assert!(
+            store.inner.objects.lock().contains_key(&format!("s1/720p/{msn}.mp4")),
+            "segment {msn} landed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cdn_mode_lists_only_what_the_store_holds_at_absolute_urls() {
+    let store = Arc::new(SlowStore::default());
+    let (packagers, p, first) = publish_with(
+        store.clone(),
+        2,
+        HlsSettings {
+            cdn_base_url: Some("https://cdn.example/m/".into()),
+            ..settings()
+        },
+    );
+    // Nothing has reached the store: nothing is listed yet, so the request
+    // waits for the first part and gives up.
+    assert!(matches!(
+        p.media_playlist("720p", PlaylistRequest::default(), "").await,
+        Err(HlsError::Unavailable(_))
+    ));
+    store.open();
+    packagers.writer.idle().await;
+    let text = p
+        .media_playlist("720p", PlaylistRequest::default(), "")
+        .await
+        .expect("playlist");
+    let segments = segment_uris(&text);
+    assert_eq!(segments.len(), 2, "{text}");
+    // No preload hint: a bucket cannot hold a request until the part exists.
+    assert!(!text.contains("PRELOAD-HINT"), "{text}");
+    assert!(
+        text.contains(&format!("\nhttps://cdn.example/m/s1/720p/{first}.mp4\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("#EXT-X-MAP:URI=\"https://cdn.example/m/s1/720p/init"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("URI=\"https://cdn.example/m/s1/720p/{}.1.mp4\"", first + 2)),
+        "open segment parts listed: {text}"
+    );
+    // Every listed object is in the store, parts included.
+    let objects = store.inner.objects.lock();
+    for uri in text.lines().filter_map(|l| l.split("https://cdn.example/m/").nth(1)) {
+        let key = uri.trim_end_matches('"').split('"').next().unwrap_or("");
+        assert!(objects.contains_key(key), "listed {key} is not in the store");
+    }
 }

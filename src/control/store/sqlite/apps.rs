@@ -8,6 +8,7 @@ use crate::control::model::{App, AppPatch, NewApp, DEFAULT_APP_ID, DEFAULT_KEY_R
 use crate::control::store::{validate, StoreError};
 
 const COLUMNS: &str = "id, name, profile, custom_ladder, encrypt, key_rotation_segments, record, \
+                       storage_bucket, storage_prefix, cdn_base_url, \
                        max_streams, max_ingest_kbps, created_at, updated_at";
 
 impl SqliteStore {
@@ -15,6 +16,9 @@ impl SqliteStore {
         validate::app_name(&new.name)?;
         validate::optional(new.profile.as_deref(), validate::profile_name)?;
         validate::optional(new.custom_ladder.as_deref(), validate::custom_ladder)?;
+        validate::optional(new.storage_bucket.as_deref(), validate::bucket_name)?;
+        validate::optional(new.storage_prefix.as_deref(), validate::storage_prefix)?;
+        validate::optional(new.cdn_base_url.as_deref(), validate::cdn_base_url)?;
         let rotation = new.key_rotation_segments.unwrap_or(DEFAULT_KEY_ROTATION_SEGMENTS);
         let rotation_column = validate::key_rotation_segments(rotation)?;
         let now = unix_now();
@@ -26,13 +30,16 @@ impl SqliteStore {
             encrypt: new.encrypt.unwrap_or(true),
             key_rotation_segments: rotation,
             record: new.record.unwrap_or(false),
+            storage_bucket: new.storage_bucket,
+            storage_prefix: new.storage_prefix,
+            cdn_base_url: new.cdn_base_url,
             max_streams: new.max_streams,
             max_ingest_kbps: new.max_ingest_kbps,
             created_at: now,
             updated_at: now,
         };
         sqlx::query(&format!(
-            "INSERT INTO apps ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO apps ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&app.id)
         .bind(&app.name)
@@ -41,6 +48,9 @@ impl SqliteStore {
         .bind(app.encrypt)
         .bind(rotation_column)
         .bind(app.record)
+        .bind(&app.storage_bucket)
+        .bind(&app.storage_prefix)
+        .bind(&app.cdn_base_url)
         .bind(app.max_streams.map(i64::from))
         .bind(app.max_ingest_kbps.map(i64::from))
         .bind(app.created_at)
@@ -81,6 +91,18 @@ impl SqliteStore {
             patch.custom_ladder.as_ref().and_then(Option::as_deref),
             validate::custom_ladder,
         )?;
+        validate::optional(
+            patch.storage_bucket.as_ref().and_then(Option::as_deref),
+            validate::bucket_name,
+        )?;
+        validate::optional(
+            patch.storage_prefix.as_ref().and_then(Option::as_deref),
+            validate::storage_prefix,
+        )?;
+        validate::optional(
+            patch.cdn_base_url.as_ref().and_then(Option::as_deref),
+            validate::cdn_base_url,
+        )?;
         let rotation = patch
             .key_rotation_segments
             .map(validate::key_rotation_segments)
@@ -105,6 +127,15 @@ impl SqliteStore {
         }
         if let Some(record) = patch.record {
             query.push(", record = ").push_bind(record);
+        }
+        if let Some(bucket) = &patch.storage_bucket {
+            query.push(", storage_bucket = ").push_bind(bucket);
+        }
+        if let Some(prefix) = &patch.storage_prefix {
+            query.push(", storage_prefix = ").push_bind(prefix);
+        }
+        if let Some(base) = &patch.cdn_base_url {
+            query.push(", cdn_base_url = ").push_bind(base);
         }
         if let Some(max) = patch.max_streams {
             query.push(", max_streams = ").push_bind(max.map(i64::from));
@@ -195,6 +226,9 @@ fn app_from_row(row: &SqliteRow) -> Result<App, StoreError> {
         encrypt: row.try_get("encrypt")?,
         key_rotation_segments: u64::try_from(rotation).map_err(|_| corrupt("key_rotation_segments"))?,
         record: row.try_get("record")?,
+        storage_bucket: row.try_get("storage_bucket")?,
+        storage_prefix: row.try_get("storage_prefix")?,
+        cdn_base_url: row.try_get("cdn_base_url")?,
         max_streams: to_u32(row.try_get("max_streams")?, "max_streams")?,
         max_ingest_kbps: to_u32(row.try_get("max_ingest_kbps")?, "max_ingest_kbps")?,
         created_at: row.try_get("created_at")?,
@@ -251,6 +285,9 @@ mod tests {
                 encrypt: Some(false),
                 key_rotation_segments: Some(4),
                 record: Some(true),
+                storage_bucket: Some("tenant-media".into()),
+                storage_prefix: Some("live/".into()),
+                cdn_base_url: Some("https://cdn.example/tenant".into()),
                 max_streams: Some(3),
                 max_ingest_kbps: Some(u32::MAX),
             })
