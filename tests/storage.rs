@@ -321,6 +321,9 @@ async fn recordings_are_finalised_at_stream_end_and_after_a_crash_play_and_delet
         .api(&token, "GET", &format!("/apps/{app_id}/recordings/{id}"), None)
         .await;
     assert_eq!(status, 404);
+    // The other recording of the stream shares its init segments: it still plays.
+    let (ok, log) = ffmpeg_decode(&crashed_url, 30, &[]);
+    assert!(ok, "deleting one recording broke the other: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -80,6 +80,8 @@ impl Recorder {
         let mut keys = Vec::new();
         let dir = Self::playlist_dir(recording);
         let renditions = self.inner.recordings.recording_renditions(&recording.id).await?;
+        // An init another recording of the stream uses too stays.
+        let shared = self.inner.recordings.inits_shared_with_others(&recording.id).await?;
         for rendition in &renditions {
             let segments = self
                 .inner
@@ -89,6 +91,7 @@ impl Recorder {
             let mut inits: Vec<u64> = segments.iter().map(|s| s.init_id).collect();
             inits.sort_unstable();
             inits.dedup();
+            inits.retain(|id| !shared.iter().any(|(r, other)| r == rendition && other == id));
             let prefix = format!("{}/{rendition}", recording.stream_id);
             keys.extend(segments.iter().map(|s| format!("{prefix}/{}.mp4", s.msn)));
             keys.extend(inits.iter().map(|id| format!("{prefix}/init{id}.mp4")));

@@ -28,6 +28,10 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug + 'static {
     async fn recording_renditions(&self, id: &str) -> Result<Vec<String>, StoreError>;
     /// In sequence order.
     async fn recording_segments(&self, id: &str, rendition: &str) -> Result<Vec<VodSegment>, StoreError>;
+    /// (rendition, init id) pairs that other recordings of the same stream
+    /// use too: a stream that came back within its packager's lifetime
+    /// shares init segments between its recordings.
+    async fn inits_shared_with_others(&self, id: &str) -> Result<Vec<(String, u64)>, StoreError>;
     async fn recording_key(&self, id: &str, key_id: u64) -> Result<Option<[u8; 16]>, StoreError>;
     async fn delete_recording(&self, id: &str) -> Result<bool, StoreError>;
 }

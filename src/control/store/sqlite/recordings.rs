@@ -216,6 +216,21 @@ impl RecordingStore for SqliteStore {
             .collect()
     }
 
+    async fn inits_shared_with_others(&self, id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT s.rendition, s.init_id FROM recording_segments s \
+             JOIN recordings r ON r.id = s.recording_id \
+             WHERE r.stream_id = (SELECT stream_id FROM recordings WHERE id = ?) AND r.id != ?",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("rendition")?, to_u64(row.try_get("init_id")?, "init_id")?)))
+            .collect()
+    }
+
     async fn recording_key(&self, id: &str, key_id: u64) -> Result<Option<[u8; 16]>, StoreError> {
         let row = sqlx::query("SELECT key FROM recording_keys WHERE recording_id = ? AND key_id = ?")
             .bind(id)
@@ -326,6 +341,29 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].master.as_deref(), Some("#EXTM3U\n"));
         assert_eq!(listed[0].ended_at, Some(99));
+
+        // A second run of the same stream that reuses init 7 of the audio rendition.
+        let second = new_recording_id();
+        store
+            .create_recording(NewRecording {
+                id: second.clone(),
+                app_id: "app_default".into(),
+                stream_id: "st1".into(),
+                storage_bucket: None,
+                storage_prefix: None,
+                cdn_base_url: None,
+                started_at: 2,
+            })
+            .await
+            .expect("create");
+        store
+            .add_recording_segment(&second, &segment("audio", 40, 3))
+            .await
+            .expect("add");
+        assert_eq!(
+            store.inits_shared_with_others(&id).await.expect("shared"),
+            vec![("audio".to_string(), 7)]
+        );
 
         assert!(store.delete_recording(&id).await.expect("delete"));
         assert!(store.recording(&id).await.expect("get").is_none());
