@@ -62,6 +62,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def bench_binary(name, quick=False):
+    """A `[[bench]]` target of ours (bench/<name>.rs), built and located. The smoke run (--quick,
+    inside `make test`) builds it with the test (debug) profile, which reuses the suite's compiled
+    dependencies instead of building them all again optimised; its figures are not kept anyway."""
+    out = subprocess.run(
+        ["cargo", "test" if quick else "bench", "--no-run", "--bench", name, "--message-format=json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    exe = None
+    for line in out.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == name:
+            exe = msg.get("executable") or exe
+    if out.returncode != 0 or not exe:
+        raise SystemExit(f"building bench/{name}.rs failed:\n" + out.stderr[-3000:])
+    return exe
+
+
 def make_source():
     """60 s of 1080p30 H.264 (x264 veryfast, 2 s GOP, no B-frames) + AAC, made once."""
     if os.path.exists(SOURCE):

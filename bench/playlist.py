@@ -167,23 +167,8 @@ def publish_static(prefix, playlist_url, nginx_url):
 
 
 def blocking_client_binary(quick=False):
-    """The load client. The smoke run (--quick, inside `make test`) builds it with the test (debug)
-    profile, which reuses the suite's compiled dependencies instead of building them all again
-    optimised; its figures are not kept anyway."""
-    out = subprocess.run(
-        ["cargo", "test" if quick else "bench", "--no-run", "--bench", "blocking_clients", "--message-format=json"],
-        cwd=common.ROOT, capture_output=True, text=True, timeout=1800)
-    exe = None
-    for line in out.stdout.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "blocking_clients":
-            exe = msg.get("executable") or exe
-    if out.returncode != 0 or not exe:
-        raise SystemExit("building bench/blocking_clients.rs failed:\n" + out.stderr[-3000:])
-    return exe
+    """The load client (bench/blocking_clients.rs)."""
+    return common.bench_binary("blocking_clients", quick)
 
 
 def part_publish_times(log_path, rendition):

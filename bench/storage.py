@@ -29,21 +29,8 @@ ACCESS, SECRET, BUCKET = "bench-access", "bench-secret-0123456789", "media"
 
 
 def s3_server_binary(quick):
-    """bench/s3_server.rs, built like the load client (test profile for the smoke run)."""
-    out = subprocess.run(
-        ["cargo", "test" if quick else "bench", "--no-run", "--bench", "s3_server", "--message-format=json"],
-        cwd=common.ROOT, capture_output=True, text=True, timeout=1800)
-    exe = None
-    for line in out.stdout.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "s3_server":
-            exe = msg.get("executable") or exe
-    if out.returncode != 0 or not exe:
-        raise SystemExit("building bench/s3_server.rs failed:\n" + out.stderr[-3000:])
-    return exe
+    """bench/s3_server.rs: s3s-fs as a process the script can kill and start again."""
+    return common.bench_binary("s3_server", quick)
 
 
 class S3:
