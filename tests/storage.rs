@@ -324,6 +324,25 @@ async fn recordings_are_finalised_at_stream_end_and_after_a_crash_play_and_delet
     // The other recording of the stream shares its init segments: it still plays.
     let (ok, log) = ffmpeg_decode(&crashed_url, 30, &[]);
     assert!(ok, "deleting one recording broke the other: {log}");
+
+    // The CLI lists, shows and deletes them too (audited as `cli`).
+    let out = server.cli(&["recording", "list", "--app", "vod"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let crashed_id = crashed["id"].as_str().expect("id");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], crashed_id);
+    assert!(
+        listed[0]["playback_url"].as_str().is_some_and(|u| u.contains("/vod/")),
+        "{listed}"
+    );
+    let out = server.cli(&["recording", "delete", crashed_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!s3.has(&format!("{}/recordings/{crashed_id}/master.m3u8", stream.id)));
+    let out = server.cli(&["recording", "show", crashed_id]);
+    assert!(!out.status.success(), "a deleted recording is not found");
+    let out = server.cli(&["audit", "--action", "recording.delete", "--actor", "cli"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(crashed_id));
 }
 
 #[tokio::test(flavor = "multi_thread")]

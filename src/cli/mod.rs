@@ -1,5 +1,5 @@
 //! The operator's command line against the local store: apps, streams,
-//! playback tokens and keys, admin tokens, the audit log. Every command
+//! playback tokens and keys, admin tokens, recordings, the audit log. Every command
 //! prints JSON on stdout; every mutation is audited with actor `cli`.
 //!
 //! The CLI is another process than the server: it cannot disconnect a live
@@ -9,6 +9,7 @@
 mod apps;
 mod audit;
 mod keys;
+mod recordings;
 mod streams;
 
 use anyhow::Context;
@@ -17,11 +18,13 @@ use serde::Serialize;
 
 use pulse_edge::config::Config;
 use pulse_edge::control::model::{App, AuditRecord};
+use pulse_edge::control::recordings::RecordingError;
 use pulse_edge::control::{ControlStore, PlaybackTokens, SqliteStore, StoreError};
 
 pub use apps::AppCommand;
 pub use audit::AuditArgs;
 pub use keys::{AdminTokenCommand, PlaybackKeyCommand};
+pub use recordings::RecordingCommand;
 pub use streams::StreamCommand;
 
 /// The commands that work on the local store (everything but `serve`).
@@ -55,6 +58,11 @@ pub enum LocalCommand {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Recordings: list, show, delete.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
     /// Print audit records, newest first.
     Audit(AuditArgs),
 }
@@ -70,6 +78,7 @@ pub async fn run(config: &Config, command: LocalCommand) -> anyhow::Result<()> {
         LocalCommand::Token { stream, ttl } => streams::print_token(&ctx, &stream, ttl).await,
         LocalCommand::PlaybackKey { command } => keys::run_playback_key(&ctx, command).await,
         LocalCommand::AdminToken { command } => keys::run_admin_token(&ctx, command).await,
+        LocalCommand::Recording { command } => recordings::run(&ctx, command).await,
         LocalCommand::Audit(args) => audit::run(&ctx, args).await,
     };
     ctx.store.close().await;
@@ -161,7 +170,12 @@ fn status_of(e: &anyhow::Error) -> u16 {
         Some(StoreError::Invalid(_)) => 400,
         Some(_) => 500,
         None if e.downcast_ref::<NotFound>().is_some() => 404,
-        None => 400,
+        None => match e.downcast_ref::<RecordingError>() {
+            Some(RecordingError::StillRecording(_)) => 409,
+            Some(RecordingError::Storage { .. }) => 503,
+            Some(RecordingError::Store(_)) => 500,
+            None => 400,
+        },
     }
 }
 
