@@ -11,8 +11,11 @@ pub fn unix_secs() -> i64 {
 }
 
 pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms_at(SystemTime::now())
+}
+
+pub fn unix_ms_at(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }

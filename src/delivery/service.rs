@@ -120,20 +120,20 @@ impl PlaybackService {
         self
     }
 
-    /// The library and the recording's stream, once the token is checked.
+    /// The library, once the token is checked against the recording's stream.
     async fn vod_authorised(
         &self,
         recording: &str,
         token: Option<&str>,
-    ) -> Result<(&Arc<dyn super::VodLibrary>, String), DeliveryError> {
+    ) -> Result<&Arc<dyn super::VodLibrary>, DeliveryError> {
         let vod = self.vod.as_ref().ok_or(DeliveryError::NotFound)?;
         let stream_id = vod.recording_stream(recording).await.ok_or(DeliveryError::NotFound)?;
         self.tokens.check(token, &stream_id)?;
-        Ok((vod, stream_id))
+        Ok(vod)
     }
 
     pub async fn vod_master(&self, recording: &str, token: Option<&str>) -> Result<String, DeliveryError> {
-        let (vod, _) = self.vod_authorised(recording, token).await?;
+        let vod = self.vod_authorised(recording, token).await?;
         vod.master(recording, &token_query(token))
             .await
             .ok_or(DeliveryError::NotFound)
@@ -145,14 +145,14 @@ impl PlaybackService {
         rendition: &str,
         token: Option<&str>,
     ) -> Result<String, DeliveryError> {
-        let (vod, _) = self.vod_authorised(recording, token).await?;
+        let vod = self.vod_authorised(recording, token).await?;
         vod.media_playlist(recording, rendition, &token_query(token))
             .await
             .ok_or(DeliveryError::NotFound)
     }
 
     pub async fn vod_key(&self, recording: &str, key_id: u64, token: Option<&str>) -> Result<[u8; 16], DeliveryError> {
-        let (vod, _) = self.vod_authorised(recording, token).await?;
+        let vod = self.vod_authorised(recording, token).await?;
         vod.key(recording, key_id).await.ok_or(DeliveryError::NotFound)
     }
 

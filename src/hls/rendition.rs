@@ -268,6 +268,9 @@ impl Rendition {
     /// The newest listed part, as EXT-X-RENDITION-REPORT and blocking
     /// reloads see it.
     pub(crate) fn visible_last_part(&self) -> Option<(u64, u64)> {
+        if !self.layout.gated {
+            return self.last_part();
+        }
         let visible = self.visible();
         if let Some((msn, parts)) = visible.partial {
             if let Some(last) = (parts as u64).checked_sub(1) {
@@ -280,6 +283,9 @@ impl Rendition {
     }
 
     fn visible_last_complete(&self) -> Option<u64> {
+        if !self.layout.gated {
+            return self.last_complete();
+        }
         let until = self.visible().complete_until;
         self.segments
             .iter()
@@ -301,9 +307,17 @@ impl Rendition {
     }
 
     pub(crate) fn segment(&self, msn: u64) -> Option<&Segment> {
+        self.segments.get(self.index_of(msn)?)
+    }
+
+    fn segment_mut(&mut self, msn: u64) -> Option<&mut Segment> {
+        let index = self.index_of(msn)?;
+        self.segments.get_mut(index)
+    }
+
+    fn index_of(&self, msn: u64) -> Option<usize> {
         let front = self.segments.front()?.msn;
-        let index = usize::try_from(msn.checked_sub(front)?).ok()?;
-        self.segments.get(index)
+        usize::try_from(msn.checked_sub(front)?).ok()
     }
 
     pub(crate) fn timeline_end_ns(&self) -> u64 {
@@ -471,14 +485,7 @@ impl Rendition {
     /// Notes that segment `msn`'s store copy is durable and releases the
     /// memory it no longer needs.
     pub(crate) fn mark_stored(&mut self, msn: u64, target_duration_ns: u64) {
-        let front = self.segments.front().map(|s| s.msn);
-        let index = front
-            .and_then(|front| msn.checked_sub(front))
-            .and_then(|i| usize::try_from(i).ok());
-        if let Some(body) = index
-            .and_then(|i| self.segments.get_mut(i))
-            .and_then(|s| s.data.as_mut())
-        {
+        if let Some(body) = self.segment_mut(msn).and_then(|s| s.data.as_mut()) {
             body.mark_stored();
         }
         self.release_stored(target_duration_ns);
@@ -535,14 +542,7 @@ impl Rendition {
 
     /// Notes that part `index` of segment `msn` is durable in the store.
     pub(crate) fn mark_part_stored(&mut self, msn: u64, index: usize) {
-        let front = self.segments.front().map(|s| s.msn);
-        let at = front
-            .and_then(|front| msn.checked_sub(front))
-            .and_then(|i| usize::try_from(i).ok());
-        if let Some(part) = at
-            .and_then(|i| self.segments.get_mut(i))
-            .and_then(|s| s.parts.get_mut(index))
-        {
+        if let Some(part) = self.segment_mut(msn).and_then(|s| s.parts.get_mut(index)) {
             part.in_store = true;
         }
     }

@@ -289,34 +289,26 @@ impl StreamPackager {
     /// The store copy of segment `msn` is durable: its memory may go, and
     /// in CDN mode it may be listed.
     pub(crate) fn mark_stored(&self, rendition: &str, msn: u64) {
-        let mut state = self.state.lock();
-        let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
-        let ended = state.ended;
-        if let Some(r) = state.rendition_mut(rendition) {
-            r.mark_stored(msn, td_ns);
-            if r.layout.gated {
-                r.publish_edge(ended);
-            }
-        }
+        self.on_stored(rendition, |r, td_ns| r.mark_stored(msn, td_ns));
     }
 
     /// A part's object is durable (stores that keep parts).
     pub(crate) fn mark_part_stored(&self, rendition: &str, msn: u64, index: usize) {
-        let mut state = self.state.lock();
-        let ended = state.ended;
-        if let Some(r) = state.rendition_mut(rendition) {
-            r.mark_part_stored(msn, index);
-            if r.layout.gated {
-                r.publish_edge(ended);
-            }
-        }
+        self.on_stored(rendition, |r, _| r.mark_part_stored(msn, index));
     }
 
     pub(crate) fn mark_init_stored(&self, rendition: &str, init_id: u64) {
+        self.on_stored(rendition, |r, _| r.mark_init_stored(init_id));
+    }
+
+    /// Applies a store copy's landing to the rendition; in CDN mode that may
+    /// list something new, so the edge is published (blocked requests wake).
+    fn on_stored(&self, rendition: &str, apply: impl FnOnce(&mut Rendition, u64)) {
         let mut state = self.state.lock();
+        let td_ns = state.timing.target_duration_secs.saturating_mul(1_000_000_000);
         let ended = state.ended;
         if let Some(r) = state.rendition_mut(rendition) {
-            r.mark_init_stored(init_id);
+            apply(r, td_ns);
             if r.layout.gated {
                 r.publish_edge(ended);
             }

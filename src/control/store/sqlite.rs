@@ -199,6 +199,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// A row that holds what no write of ours produces (corruption or a newer
 /// schema): reported as a failed query, like any unreadable row.
+/// A count or id we keep as u64, in SQLite's signed column (saturating).
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Query(sqlx::Error::Decode(format!("unreadable {what} in the database").into()))
 }

@@ -1,22 +1,18 @@
 //! Recordings: a row per run, its segments and its keys.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{corrupt, SqliteStore};
+use super::{corrupt, to_i64, SqliteStore};
 use crate::control::recordings::model::{NewRecording, Recording, STATUS_RECORDING};
 use crate::control::store::{RecordingStore, StoreError};
 use crate::hls::{RecordedSegment, VodSegment};
 
 const COLUMNS: &str = "id, app_id, stream_id, status, storage_bucket, storage_prefix, cdn_base_url, master, \
                        started_at, ended_at, duration_ms, segments, error";
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
 
 fn to_u64(value: i64, column: &'static str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| corrupt(column))
@@ -38,12 +34,6 @@ fn recording_from(row: &SqliteRow) -> Result<Recording, StoreError> {
         cdn_base_url: row.try_get("cdn_base_url")?,
         master: row.try_get("master")?,
     })
-}
-
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -127,7 +117,7 @@ impl RecordingStore for SqliteStore {
         .bind(to_i64(segment.init_id))
         .bind(segment.key.map(|k| to_i64(k.key_id)))
         .bind(segment.key.map(|k| hex::encode(k.iv)))
-        .bind(unix_ms(segment.program_date_time))
+        .bind(crate::control::clock::unix_ms_at(segment.program_date_time))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() > 0 {

@@ -4,13 +4,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::SqliteStore;
+use super::{to_i64, SqliteStore};
 use crate::control::store::{StoreError, UsageStore};
 use crate::control::usage::model::{UsageDelta, UsageFilter, UsageKey, UsageRow};
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
 
 fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
