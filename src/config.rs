@@ -49,6 +49,7 @@ pub struct Config {
     /// back before the playlists end (ENDLIST).
     pub reconnect_window_secs: u64,
     pub rtmp: RtmpConfig,
+    pub whip: WhipConfig,
     pub http: HttpConfig,
     pub hls: HlsConfig,
     pub playback: PlaybackConfig,
@@ -129,6 +130,101 @@ pub struct RtmpConfig {
     pub public_url: String,
     /// Chunk size we announce to publishers.
     pub chunk_size: u32,
+}
+
+/// WHIP (WebRTC) ingest on the HTTP listener: `POST /whip`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhipConfig {
+    pub enabled: bool,
+    /// Public IP or hostname of this server behind a 1:1 NAT (cloud VMs):
+    /// advertised as an extra host candidate beside each local address.
+    /// Empty: local addresses only.
+    pub public_host: String,
+    /// UDP ports ICE may bind, one per session (libnice cannot share one
+    /// port between sessions). Open this range in the firewall; 0 and 0
+    /// let the OS pick any port.
+    pub udp_port_min: u16,
+    pub udp_port_max: u16,
+    /// `stun://host:port`: gives us a server-reflexive candidate, and is
+    /// offered to clients in a `Link` header. Empty: none.
+    pub stun_server: String,
+    /// `turn://user:password@host:port` (or `turns://`): a relay, for us and
+    /// for clients. Empty: none.
+    pub turn_server: String,
+    /// Concurrent WHIP sessions; more get 503.
+    pub max_sessions: usize,
+    /// No media for this long ends a session.
+    pub idle_timeout_secs: u64,
+    /// How long the jitter buffer waits for a retransmission (NACK).
+    pub jitter_buffer_ms: u32,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public_host: String::new(),
+            udp_port_min: 0,
+            udp_port_max: 0,
+            stun_server: String::new(),
+            turn_server: String::new(),
+            max_sessions: 64,
+            idle_timeout_secs: 15,
+            jitter_buffer_ms: 200,
+        }
+    }
+}
+
+impl WhipConfig {
+    /// `Link` header values (RFC 9725 §4.6) for the configured ICE servers.
+    pub fn ice_server_links(&self) -> Vec<String> {
+        let mut links = Vec::new();
+        if let Some(hostport) = strip_scheme(&self.stun_server, &["stun"]) {
+            links.push(format!("<stun:{hostport}>; rel=\"ice-server\""));
+        }
+        if let Some(rest) = strip_scheme(&self.turn_server, &["turn", "turns"]) {
+            let scheme = if self.turn_server.starts_with("turns") {
+                "turns"
+            } else {
+                "turn"
+            };
+            match rest.rsplit_once('@') {
+                Some((userinfo, hostport)) => {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    links.push(format!(
+                        "<{scheme}:{hostport}>; rel=\"ice-server\"; username=\"{user}\"; credential=\"{password}\"; credential-type=\"password\""
+                    ));
+                }
+                None => links.push(format!("<{scheme}:{rest}>; rel=\"ice-server\"")),
+            }
+        }
+        links
+    }
+
+    /// In webrtcbin's form (`stun://…`, `turn://…`).
+    pub fn webrtcbin_server(url: &str, schemes: &[&str]) -> Option<String> {
+        let rest = strip_scheme(url, schemes)?;
+        let scheme = schemes.iter().find(|s| url.starts_with(&format!("{s}:")))?;
+        Some(format!("{scheme}://{rest}"))
+    }
+
+    pub fn port_range(&self) -> Option<(u16, u16)> {
+        (self.udp_port_min != 0).then_some((self.udp_port_min, self.udp_port_max))
+    }
+}
+
+/// `stun://host:port` or `stun:host:port` → `host:port`; `None` when empty.
+fn strip_scheme<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
+    let url = url.trim();
+    // Longest scheme first, so `turns:` is not read as `turn:` + `s:`.
+    let mut sorted: Vec<&&str> = schemes.iter().collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    sorted.into_iter().find_map(|scheme| {
+        let rest = url.strip_prefix(*scheme)?.strip_prefix(':')?;
+        let rest = rest.trim_start_matches("//");
+        (!rest.is_empty()).then_some(rest)
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -325,6 +421,7 @@ impl Default for Config {
             default_profile: "default".into(),
             reconnect_window_secs: 30,
             rtmp: RtmpConfig::default(),
+            whip: WhipConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
             playback: PlaybackConfig::default(),
@@ -436,6 +533,27 @@ impl Config {
         if h.key_rotation_segments == 0 {
             return Err(ConfigError::Invalid(
                 "hls.key_rotation_segments must be at least 1".into(),
+            ));
+        }
+        let w = &self.whip;
+        if (w.udp_port_min == 0) != (w.udp_port_max == 0) || w.udp_port_min > w.udp_port_max {
+            return Err(ConfigError::Invalid(
+                "whip.udp_port_min and whip.udp_port_max: both 0 (any port) or a range with min <= max".into(),
+            ));
+        }
+        if w.max_sessions == 0 || w.idle_timeout_secs == 0 || !(20..=5000).contains(&w.jitter_buffer_ms) {
+            return Err(ConfigError::Invalid(
+                "whip.max_sessions and whip.idle_timeout_secs must be at least 1, whip.jitter_buffer_ms 20-5000".into(),
+            ));
+        }
+        if !w.stun_server.is_empty() && strip_scheme(&w.stun_server, &["stun"]).is_none() {
+            return Err(ConfigError::Invalid(
+                "whip.stun_server must look like stun://host:port".into(),
+            ));
+        }
+        if !w.turn_server.is_empty() && strip_scheme(&w.turn_server, &["turn", "turns"]).is_none() {
+            return Err(ConfigError::Invalid(
+                "whip.turn_server must look like turn://user:password@host:port".into(),
             ));
         }
         let st = &self.storage;
@@ -611,6 +729,49 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn whip_ice_servers_become_link_headers_and_webrtcbin_urls() {
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_WHIP_STUN_SERVER", "stun://stun.example.net:3478"),
+                ("PULSE_WHIP_TURN_SERVER", "turns://alice:s3cret@turn.example.net:5349"),
+                ("PULSE_WHIP_UDP_PORT_MIN", "50000"),
+                ("PULSE_WHIP_UDP_PORT_MAX", "50099"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(
+            c.whip.ice_server_links(),
+            vec![
+                "<stun:stun.example.net:3478>; rel=\"ice-server\"".to_string(),
+                "<turns:turn.example.net:5349>; rel=\"ice-server\"; username=\"alice\"; credential=\"s3cret\"; credential-type=\"password\"".to_string(),
+            ]
+        );
+        assert_eq!(
+            WhipConfig::webrtcbin_server(&c.whip.turn_server, &["turns", "turn"]).as_deref(),
+            Some("turns://alice:s3cret@turn.example.net:5349")
+        );
+        assert_eq!(
+            WhipConfig::webrtcbin_server("stun:stun.example.net:3478", &["stun"]).as_deref(),
+            Some("stun://stun.example.net:3478")
+        );
+        assert_eq!(c.whip.port_range(), Some((50000, 50099)));
+        assert!(Config::default().whip.ice_server_links().is_empty());
+        for bad in [
+            vec![("PULSE_WHIP_UDP_PORT_MIN", "50000")],
+            vec![
+                ("PULSE_WHIP_UDP_PORT_MIN", "50010"),
+                ("PULSE_WHIP_UDP_PORT_MAX", "50000"),
+            ],
+            vec![("PULSE_WHIP_STUN_SERVER", "stun.example.net")],
+            vec![("PULSE_WHIP_TURN_SERVER", "http://turn")],
+            vec![("PULSE_WHIP_MAX_SESSIONS", "0")],
+        ] {
+            assert!(Config::from_layers(None, &env(&bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

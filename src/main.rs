@@ -366,11 +366,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             recordings: Some(recorder.clone()),
         },
     );
+    let whip = whip_service(&config, Arc::new(controller.clone()), shutdown.clone()).await?;
     let playback = delivery::PlaybackService::new(packagers, tokens)
         .with_viewers(audience)
         .with_vod(Arc::new(recorder.clone()));
-    let app = delivery::router(playback)
-        .merge(control::admin::router(admin))
+    let mut app = delivery::router(playback).merge(control::admin::router(admin));
+    if let Some(whip) = whip {
+        app = app.merge(ingest::whip::router(whip));
+    }
+    let app = app
         .route(
             "/metrics",
             axum::routing::get(control::metrics::serve_metrics).with_state(metrics.clone()),
@@ -400,6 +404,45 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await;
     store.close().await;
     Ok(())
+}
+
+/// WHIP on the HTTP listener, unless turned off.
+async fn whip_service(
+    config: &Config,
+    gate: Arc<dyn ingest::PublishGate>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<Arc<ingest::whip::WhipService>>> {
+    let w = &config.whip;
+    if !w.enabled {
+        return Ok(None);
+    }
+    let public_ip = match w.public_host.trim() {
+        "" => None,
+        host => Some(
+            tokio::net::lookup_host((host, 0))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .map(|a| a.ip())
+                .with_context(|| format!("whip.public_host {host:?} does not resolve"))?,
+        ),
+    };
+    let settings = ingest::whip::WhipSettings {
+        peer: ingest::whip::PeerSettings {
+            stun_server: pulse_edge::config::WhipConfig::webrtcbin_server(&w.stun_server, &["stun"]),
+            turn_server: pulse_edge::config::WhipConfig::webrtcbin_server(&w.turn_server, &["turns", "turn"]),
+            port_range: w.port_range(),
+            jitter_latency_ms: w.jitter_buffer_ms,
+            gather_timeout: Duration::from_secs(5),
+        },
+        public_ip,
+        max_sessions: w.max_sessions,
+        idle_timeout: Duration::from_secs(w.idle_timeout_secs),
+        ice_server_links: w.ice_server_links(),
+        ..ingest::whip::WhipSettings::default()
+    };
+    tracing::info!(public_ip = ?public_ip, ports = ?w.port_range(), max_sessions = w.max_sessions, "WHIP ingest on POST /whip");
+    Ok(Some(ingest::whip::WhipService::new(gate, settings, shutdown)))
 }
 
 /// The embedded store, or the operator's control plane (`auth.mode = "http"`).

@@ -51,14 +51,35 @@ fn media_uris(text: &str) -> Vec<String> {
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    try_wait_for(timeout, &mut check)
+        .await
+        .unwrap_or_else(|()| panic!("timed out waiting for {what}"));
+}
+
+async fn try_wait_for(timeout: Duration, check: &mut impl AsyncFnMut() -> bool) -> Result<(), ()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check().await {
-            return;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    panic!("timed out waiting for {what}");
+    Err(())
+}
+
+/// What the bucket and the edge's upload counters say, for a failure message.
+async fn storage_state(s3: &S3Server, server: &Server) -> String {
+    let (_, metrics) = get_text(&format!("{}/metrics", server.base())).await;
+    let uploads: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pulse_storage_") && !l.contains("_bucket{"))
+        .collect();
+    format!(
+        "bucket keys: {:?}\nrequests seen: {}\nupload metrics:\n{}",
+        s3.keys(""),
+        s3.requests().len(),
+        uploads.join("\n")
+    )
 }
 
 /// Waits until the stream is live; its first rendition and that media playlist's signed URL.
@@ -92,21 +113,23 @@ async fn live_objects_reach_the_bucket_with_their_headers_and_leave_it_when_they
     let prefix = format!("{}/{rendition}/", stream.id);
 
     // Inits, parts and parent segments all go to the bucket.
-    wait_for(
-        "parts and segments in the bucket",
-        Duration::from_secs(20),
-        async || {
-            let keys = s3.keys(&prefix);
-            keys.iter().any(|k| k.contains("/init"))
-                && keys.iter().any(|k| k.matches('.').count() == 2)
-                && keys
-                    .iter()
-                    .filter(|k| k.matches('.').count() == 1 && !k.contains("/init"))
-                    .count()
-                    >= 2
-        },
-    )
+    let landed = try_wait_for(Duration::from_secs(40), &mut async || {
+        let keys = s3.keys(&prefix);
+        keys.iter().any(|k| k.contains("/init"))
+            && keys.iter().any(|k| k.matches('.').count() == 2)
+            && keys
+                .iter()
+                .filter(|k| k.matches('.').count() == 1 && !k.contains("/init"))
+                .count()
+                >= 2
+    })
     .await;
+    if landed.is_err() {
+        panic!(
+            "timed out waiting for parts and segments under {prefix}\n{}",
+            storage_state(&s3, &server).await
+        );
+    }
     let first_segments: Vec<String> = s3
         .keys(&prefix)
         .into_iter()

@@ -42,7 +42,7 @@ pub struct LiveStreamStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VideoInput {
-    /// e.g. `h264`.
+    /// `h264` or `vp8`.
     pub codec: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -52,7 +52,7 @@ pub struct VideoInput {
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AudioInput {
-    /// e.g. `aac`, `mp3`.
+    /// `aac`, `mp3` or `opus`.
     pub codec: String,
     pub sample_rate: Option<u32>,
     pub channels: Option<u32>,

@@ -194,13 +194,16 @@ impl LiveSession {
                 .collect(),
             None => Vec::new(),
         };
-        let video = tracks.video.as_ref().map(|VideoConfig::H264 { avcc }| {
-            let info = crate::media::parse_avcc(avcc).ok();
+        let video = tracks.video.as_ref().map(|config| {
+            let size = match config {
+                VideoConfig::H264 { avcc } => crate::media::parse_avcc(avcc).ok().map(|i| (i.width, i.height)),
+                VideoConfig::Vp8 { width, height } => Some((*width, *height)),
+            };
             let metadata = tracks.metadata.as_ref();
             VideoInput {
-                codec: "h264".into(),
-                width: info.as_ref().map(|i| i.width).or(metadata.and_then(|m| m.width)),
-                height: info.as_ref().map(|i| i.height).or(metadata.and_then(|m| m.height)),
+                codec: config.codec_name().into(),
+                width: size.map(|s| s.0).or(metadata.and_then(|m| m.width)),
+                height: size.map(|s| s.1).or(metadata.and_then(|m| m.height)),
                 fps,
             }
         });
@@ -216,6 +219,11 @@ impl LiveSession {
             AudioConfig::Mp3 { sample_rate, channels } => AudioInput {
                 codec: "mp3".into(),
                 sample_rate: Some(*sample_rate),
+                channels: Some(*channels),
+            },
+            AudioConfig::Opus { channels } => AudioInput {
+                codec: "opus".into(),
+                sample_rate: Some(48_000),
                 channels: Some(*channels),
             },
         });

@@ -15,6 +15,19 @@ use tokio_util::sync::CancellationToken;
 pub enum VideoConfig {
     /// `avcC` body: an AVCDecoderConfigurationRecord (ISO/IEC 14496-15).
     H264 { avcc: Bytes },
+    /// VP8 (WebRTC) has no decoder configuration record; the size is what
+    /// the latest keyframe header said. Frames are whole VP8 frames.
+    Vp8 { width: u32, height: u32 },
+}
+
+impl VideoConfig {
+    /// Lower-case codec name for operators (`h264`, `vp8`).
+    pub fn codec_name(&self) -> &'static str {
+        match self {
+            VideoConfig::H264 { .. } => "h264",
+            VideoConfig::Vp8 { .. } => "vp8",
+        }
+    }
 }
 
 /// Decoder configuration of the audio track.
@@ -26,6 +39,9 @@ pub enum AudioConfig {
     /// is what the first frame header said; it is sent again before the
     /// first frame whose header says otherwise.
     Mp3 { sample_rate: u32, channels: u32 },
+    /// Opus (WebRTC): one Opus packet per frame, always 48 kHz on the wire;
+    /// mono or stereo (channel mapping family 0).
+    Opus { channels: u32 },
 }
 
 /// One coded video access unit.
@@ -38,12 +54,14 @@ pub struct VideoFrame {
     pub pts_ms: i64,
     /// True for IDR / random-access frames.
     pub keyframe: bool,
-    /// Length-prefixed NAL units (4-byte lengths, "AVC" stream format).
+    /// H.264: length-prefixed NAL units (4-byte lengths, "AVC" stream
+    /// format). VP8: one frame.
     pub data: Bytes,
 }
 
 /// One coded audio frame: raw AAC (no ADTS header) after an `AudioConfig::Aac`,
-/// MPEG audio frame(s) with their headers after an `AudioConfig::Mp3`.
+/// MPEG audio frame(s) with their headers after an `AudioConfig::Mp3`, one
+/// Opus packet after an `AudioConfig::Opus`.
 #[derive(Debug, Clone)]
 pub struct AudioFrame {
     pub pts_ms: i64,
@@ -74,6 +92,13 @@ pub enum MediaPacket {
     AudioConfig(AudioConfig),
     Video(VideoFrame),
     Audio(AudioFrame),
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique id for a publisher's connection, whatever its protocol.
+pub fn next_connection_id() -> u64 {
+    NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A publisher asks to publish.

@@ -29,6 +29,10 @@ pub(crate) struct KeyPlanner {
     segment_ns: u64,
     /// Decided by the feeder (which sees frames before any branch does).
     switch_at_ns: Option<u64>,
+    /// Nothing copies the source, so its keyframes do not matter: every
+    /// segment target from the first frame (WebRTC sources send keyframes
+    /// only when asked).
+    grid_only: bool,
 }
 
 impl KeyPlanner {
@@ -39,6 +43,15 @@ impl KeyPlanner {
             grid_next_ns: None,
             segment_ns: segment_ns.max(1),
             switch_at_ns: None,
+            grid_only: false,
+        }
+    }
+
+    /// Keyframes every segment target from the first decoded frame on.
+    pub fn on_grid(segment_ns: u64) -> Self {
+        Self {
+            grid_only: true,
+            ..Self::new(segment_ns)
         }
     }
 
@@ -82,6 +95,9 @@ impl KeyPlanner {
         let Some(last) = self.last_key_ns else {
             // The video starts at a source keyframe.
             self.last_key_ns = Some(pts_ns);
+            if self.grid_only {
+                self.grid_next_ns = Some(pts_ns + self.segment_ns);
+            }
             return KeyDecision::Force;
         };
         if at_source_key {
@@ -195,5 +211,18 @@ mod tests {
         assert_eq!(planner.decoded_frame(0), KeyDecision::Force);
         assert_eq!(planner.decoded_frame(8000 * MS), KeyDecision::None);
         assert!(!planner.in_grid_mode());
+    }
+
+    #[test]
+    fn a_source_nobody_copies_gets_keyframes_on_the_segment_grid_from_the_start() {
+        let mut planner = KeyPlanner::on_grid(2000 * MS);
+        assert_eq!(planner.decoded_frame(100 * MS), KeyDecision::Force);
+        assert!(planner.in_grid_mode());
+        // A source keyframe off the grid cuts nothing.
+        planner.source_keyframe(1000 * MS);
+        assert_eq!(planner.decoded_frame(1000 * MS), KeyDecision::None);
+        assert_eq!(planner.decoded_frame(2066 * MS), KeyDecision::None);
+        assert_eq!(planner.decoded_frame(2100 * MS), KeyDecision::Force);
+        assert_eq!(planner.decoded_frame(4133 * MS), KeyDecision::Force);
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -14,7 +13,7 @@ use tracing::Instrument;
 
 use super::codec::{parse_asc, parse_avcc};
 use super::output::{EventSink, Track};
-use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoSource};
+use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoCodec, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
 use super::stats::LadderStats;
 use super::types::LadderEvent;
@@ -135,7 +134,7 @@ impl Drop for Teardown {
 #[derive(Default)]
 struct Discovery {
     metadata: Option<StreamMetadata>,
-    video_config: Option<Bytes>,
+    video_config: Option<VideoConfig>,
     audio_config: Option<AudioConfig>,
     buffered: Vec<MediaPacket>,
     stats: Arc<LadderStats>,
@@ -160,7 +159,7 @@ impl Discovery {
     fn accept(&mut self, packet: MediaPacket, audio_wanted: bool) {
         match packet {
             MediaPacket::Metadata(meta) => self.metadata = Some(meta),
-            MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => self.video_config = Some(avcc),
+            MediaPacket::VideoConfig(config) => self.video_config = Some(config),
             MediaPacket::AudioConfig(config) => {
                 if audio_wanted {
                     self.audio_config = Some(config)
@@ -294,8 +293,22 @@ impl Ladder {
         }
 
         let video = match &discovery.video_config {
-            Some(avcc) => {
-                let info = parse_avcc(avcc).map_err(|e| format!("video config: {e}"))?;
+            Some(config) => {
+                let (codec, width, height) = match config {
+                    VideoConfig::H264 { avcc } => {
+                        let info = parse_avcc(avcc).map_err(|e| format!("video config: {e}"))?;
+                        let (width, height) = (info.width, info.height);
+                        (
+                            VideoCodec::H264 {
+                                avcc: avcc.clone(),
+                                info,
+                            },
+                            width,
+                            height,
+                        )
+                    }
+                    VideoConfig::Vp8 { width, height } => (VideoCodec::Vp8, *width, *height),
+                };
                 let bitrate_bps = discovery
                     .metadata
                     .as_ref()
@@ -304,8 +317,9 @@ impl Ladder {
                     .map(|k| (k * 1000.0) as u64)
                     .or_else(|| discovery.measured_bitrate(true));
                 Some(VideoSource {
-                    avcc: avcc.clone(),
-                    info,
+                    codec,
+                    width,
+                    height,
                     fps: discovery.video_fps(),
                     bitrate_bps,
                 })
@@ -323,6 +337,7 @@ impl Ladder {
                         sample_rate: *sample_rate,
                         channels: *channels,
                     },
+                    AudioConfig::Opus { channels } => AudioCodec::Opus { channels: *channels },
                 };
                 let bitrate_bps = discovery
                     .metadata
@@ -522,7 +537,7 @@ struct Feeder {
     video_started: bool,
     last_video_dts: Option<i64>,
     last_audio_pts: Option<i64>,
-    current_avcc: Option<Bytes>,
+    current_video: Option<VideoConfig>,
     /// The audio configuration the audio branch was built for.
     built_audio: Option<AudioConfig>,
     /// False while the source sends an audio codec the branch cannot take
@@ -533,6 +548,8 @@ struct Feeder {
     last_source_key_ms: Option<i64>,
     long_gop_limit_ms: i64,
     long_gop_seen: bool,
+    /// Source keyframes do not cut segments: a long GOP costs nothing.
+    keys_on_grid: bool,
     switchable: Vec<std::sync::Arc<super::output::RenditionRouter>>,
     /// Operator warnings raised while pushing, sent by the async loop.
     warnings: Vec<String>,
@@ -562,7 +579,7 @@ impl Feeder {
             video_started: false,
             last_video_dts: None,
             last_audio_pts: None,
-            current_avcc: discovery.video_config.clone(),
+            current_video: discovery.video_config.clone(),
             built_audio: discovery.audio_config.clone(),
             audio_codec_matches: true,
             dropped: 0,
@@ -570,6 +587,7 @@ impl Feeder {
             last_source_key_ms: None,
             long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
             long_gop_seen: false,
+            keys_on_grid: built.keys_on_grid,
             switchable: built.switchable.clone(),
             warnings: Vec::new(),
         }
@@ -610,9 +628,9 @@ impl Feeder {
         match packet {
             MediaPacket::Metadata(_) => {}
             MediaPacket::AudioConfig(config) => self.audio_config_changed(config),
-            MediaPacket::VideoConfig(VideoConfig::H264 { avcc }) => {
-                if self.current_avcc.as_ref() != Some(&avcc) {
-                    self.video_config_changed(avcc);
+            MediaPacket::VideoConfig(config) => {
+                if self.current_video.as_ref() != Some(&config) {
+                    self.video_config_changed(config);
                 }
             }
             MediaPacket::Video(frame) => {
@@ -687,7 +705,7 @@ impl Feeder {
         let Some(last_key) = self.last_source_key_ms else {
             return;
         };
-        if self.long_gop_seen || pts_ms - last_key <= self.long_gop_limit_ms {
+        if self.keys_on_grid || self.long_gop_seen || pts_ms - last_key <= self.long_gop_limit_ms {
             return;
         }
         self.long_gop_seen = true;
@@ -722,6 +740,9 @@ impl Feeder {
                 self.audio_codec_matches = true;
             }
             (Some(AudioConfig::Aac { .. }), AudioConfig::Aac { .. }) => self.audio_codec_matches = true,
+            // The decoder follows a channel-count change in-band; the encode
+            // branch remixes to the announced layout.
+            (Some(AudioConfig::Opus { .. }), AudioConfig::Opus { .. }) => self.audio_codec_matches = true,
             _ => {
                 if self.audio_codec_matches {
                     self.warnings.push(
@@ -735,9 +756,25 @@ impl Feeder {
         }
     }
 
-    fn video_config_changed(&mut self, avcc: Bytes) {
+    fn video_config_changed(&mut self, config: VideoConfig) {
         let Some(src) = self.video_src.as_ref() else {
             return;
+        };
+        let avcc = match (&self.current_video, config) {
+            (Some(VideoConfig::H264 { .. }) | None, VideoConfig::H264 { avcc }) => avcc,
+            // The VP8 decoder reads a new size from the keyframe itself, and
+            // every rung is scaled to its own size.
+            (Some(VideoConfig::Vp8 { .. }), config @ VideoConfig::Vp8 { .. }) => {
+                self.current_video = Some(config);
+                return;
+            }
+            (_, config) => {
+                tracing::warn!(
+                    codec = config.codec_name(),
+                    "ignoring a video codec switch mid-stream; the ladder keeps its first codec"
+                );
+                return;
+            }
         };
         match parse_avcc(&avcc) {
             Ok(info) => {
@@ -755,7 +792,7 @@ impl Feeder {
                 if let Some(caps) = caps {
                     src.set_caps(&caps);
                 }
-                self.current_avcc = Some(avcc);
+                self.current_video = Some(VideoConfig::H264 { avcc });
             }
             Err(e) => tracing::warn!(error = %e, "ignoring a bad mid-stream video configuration"),
         }

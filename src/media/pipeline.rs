@@ -30,11 +30,26 @@ use super::profile::LadderProfile;
 use super::types::{RenditionKind, RenditionSpec};
 
 pub(crate) struct VideoSource {
-    pub avcc: Bytes,
-    pub info: AvcInfo,
+    pub codec: VideoCodec,
+    pub width: u32,
+    pub height: u32,
     pub fps: f64,
     /// Measured or announced source bitrate, bits per second.
     pub bitrate_bps: Option<u64>,
+}
+
+pub(crate) enum VideoCodec {
+    /// Copyable into CMAF as is (the passthrough rung).
+    H264 { avcc: Bytes, info: AvcInfo },
+    /// Decoded only: players of HLS do not take VP8, so every rung is encoded.
+    Vp8,
+}
+
+impl VideoSource {
+    /// Whether a passthrough rung can copy the source.
+    fn copyable(&self) -> bool {
+        matches!(self.codec, VideoCodec::H264 { .. })
+    }
 }
 
 pub(crate) struct AudioSource {
@@ -48,6 +63,22 @@ pub(crate) enum AudioCodec {
     Aac { asc: Bytes, info: AacInfo },
     /// Decoded and encoded to AAC-LC.
     Mp3 { sample_rate: u32, channels: u32 },
+    /// Decoded and encoded to AAC-LC at 48 kHz (Opus's only wire rate).
+    Opus { channels: u32 },
+}
+
+/// Opus is always 48 kHz on the wire (RFC 7587).
+const OPUS_RATE: u32 = 48_000;
+
+impl AudioCodec {
+    /// The PCM format the AAC encode runs at; `None` when the audio is copied.
+    fn encoded_format(&self) -> Option<(u32, u32)> {
+        match self {
+            AudioCodec::Aac { .. } => None,
+            AudioCodec::Mp3 { sample_rate, channels } => Some((*sample_rate, *channels)),
+            AudioCodec::Opus { channels } => Some((OPUS_RATE, (*channels).clamp(1, 2))),
+        }
+    }
 }
 
 /// avenc_aac spends at most 6144 bits per channel on a 1024-sample frame and
@@ -142,6 +173,8 @@ pub(crate) struct BuiltPipeline {
     /// Renditions that hand over to an encode in long-GOP mode (empty when
     /// the profile has no fallback).
     pub switchable: Vec<Arc<RenditionRouter>>,
+    /// Encoded keyframes follow the segment grid, not the source's.
+    pub keys_on_grid: bool,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -291,9 +324,14 @@ impl Builder<'_> {
     /// MP3 in, AAC-LC out at the source's first rate and channel count: the
     /// rendition's format is announced before any audio is decoded, and a
     /// mid-stream MP3 format change is resampled/remixed to it.
-    fn aac_encode(&self, sample_rate: u32, channels: u32) -> Result<Vec<gst::Element>, String> {
-        let parse = self.add("mpegaudioparse", "audio-parse")?;
-        let decoder = self.add("avdec_mp3", "audio-decoder")?;
+    fn aac_encode(&self, codec: &AudioCodec, sample_rate: u32, channels: u32) -> Result<Vec<gst::Element>, String> {
+        let mut chain = match codec {
+            AudioCodec::Opus { .. } => vec![self.add("opusdec", "audio-decoder")?],
+            _ => vec![
+                self.add("mpegaudioparse", "audio-parse")?,
+                self.add("avdec_mp3", "audio-decoder")?,
+            ],
+        };
         let convert = self.add("audioconvert", "audio-convert")?;
         let resample = self.add("audioresample", "audio-resample")?;
         let format = self.add("capsfilter", "audio-format")?;
@@ -308,18 +346,23 @@ impl Builder<'_> {
         let bps = aac_encode_bitrate_bps(self.profile.audio_bitrate_kbps, sample_rate, channels);
         encoder.set_property("bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
         let aac_parse = self.add("aacparse", "audio-aacparse")?;
-        Ok(vec![parse, decoder, convert, resample, format, encoder, aac_parse])
+        chain.extend([convert, resample, format, encoder, aac_parse]);
+        Ok(chain)
     }
 }
 
 pub(crate) fn video_caps(video: &VideoSource) -> gst::Caps {
     let fps_milli = (video.fps * 1000.0).round().clamp(1000.0, 240_000.0) as i32;
-    gst::Caps::builder("video/x-h264")
-        .field("stream-format", "avc")
-        .field("alignment", "au")
-        .field("codec_data", gst::Buffer::from_slice(video.avcc.clone()))
-        .field("width", video.info.width as i32)
-        .field("height", video.info.height as i32)
+    let builder = match &video.codec {
+        VideoCodec::H264 { avcc, .. } => gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .field("codec_data", gst::Buffer::from_slice(avcc.clone())),
+        VideoCodec::Vp8 => gst::Caps::builder("video/x-vp8"),
+    };
+    builder
+        .field("width", video.width as i32)
+        .field("height", video.height as i32)
         .field("framerate", gst::Fraction::new(fps_milli, 1000))
         .build()
 }
@@ -334,6 +377,11 @@ pub(crate) fn audio_caps(audio: &AudioSource) -> gst::Caps {
             .field("channels", info.channels as i32)
             .build(),
         AudioCodec::Mp3 { sample_rate, channels } => mp3_caps(*sample_rate, *channels),
+        AudioCodec::Opus { channels } => gst::Caps::builder("audio/x-opus")
+            .field("channel-mapping-family", 0i32)
+            .field("rate", OPUS_RATE as i32)
+            .field("channels", (*channels).clamp(1, 2) as i32)
+            .build(),
     }
 }
 
@@ -551,9 +599,17 @@ pub(crate) fn build(
     let mut video_src = None;
     let mut key_planner = None;
     let mut built_switchable = Vec::new();
+    let mut keys_on_grid = false;
 
     if let Some(video) = video {
-        let plan = plan_video(profile, video.info.width, video.info.height, video.bitrate_bps);
+        let mut plan = plan_video(profile, video.width, video.height, video.bitrate_bps);
+        if !video.copyable() {
+            for rung in &mut plan {
+                if let RungKind::Passthrough { fallback_kbps } = rung.kind {
+                    rung.kind = RungKind::Encode { kbps: fallback_kbps };
+                }
+            }
+        }
         let needs_decode = plan.iter().any(|r| match r.kind {
             RungKind::Encode { .. } => true,
             RungKind::Passthrough { .. } => profile.long_gop_fallback,
@@ -569,19 +625,33 @@ pub(crate) fn build(
             MediaSrc::Direct(src)
         };
         let segment_ns = settings.segment_target.as_nanos() as u64;
-        let planner = Arc::new(Mutex::new(KeyPlanner::new(segment_ns)));
+        let planner = Arc::new(Mutex::new(if video.copyable() {
+            KeyPlanner::new(segment_ns)
+        } else {
+            KeyPlanner::on_grid(segment_ns)
+        }));
+        keys_on_grid = !video.copyable();
         let mut raw_tee: Option<gst::Element> = None;
         let mut switch_hooks: Vec<Box<dyn Fn(u64) + Send + Sync>> = Vec::new();
         let mut switchable = Vec::new();
         if needs_decode {
             let q = builder.queue("decode-queue")?;
-            let parse = builder.add("h264parse", "decode-parse")?;
-            let dec = builder.add("avdec_h264", "decoder")?;
-            // libav's default frame threading holds one frame per extra thread
-            // before output: tens of milliseconds on every part. Slice threading
-            // adds none (and single-slice sources just decode on one thread,
-            // ~4 ms a 1080p frame).
-            set_text_property(&dec, "thread-type", "slice")?;
+            let mut decode = vec![&tee, &q];
+            let parse;
+            let dec = match video.codec {
+                VideoCodec::H264 { .. } => {
+                    parse = builder.add("h264parse", "decode-parse")?;
+                    decode.push(&parse);
+                    let dec = builder.add("avdec_h264", "decoder")?;
+                    // libav's default frame threading holds one frame per extra thread
+                    // before output: tens of milliseconds on every part. Slice threading
+                    // adds none (and single-slice sources just decode on one thread,
+                    // ~4 ms a 1080p frame).
+                    set_text_property(&dec, "thread-type", "slice")?;
+                    dec
+                }
+                VideoCodec::Vp8 => builder.add("vp8dec", "decoder")?,
+            };
             let convert = builder.add("videoconvert", "convert")?;
             convert.set_property("n-threads", profile.scaler.threads.max(1));
             let i420 = builder.add("capsfilter", "i420")?;
@@ -590,7 +660,8 @@ pub(crate) fn build(
                 gst::Caps::builder("video/x-raw").field("format", "I420").build(),
             );
             let t0 = builder.add("tee", "raw-tee")?;
-            link_all(&[&tee, &q, &parse, &dec, &convert, &i420, &t0])?;
+            decode.extend([&dec, &convert, &i420, &t0]);
+            link_all(&decode)?;
             raw_tee = Some(t0);
             key_planner = Some((planner.clone(), dec));
         }
@@ -624,7 +695,10 @@ pub(crate) fn build(
                         kind,
                         bandwidth: bps + bps / 2,
                         average_bandwidth: bps,
-                        codecs: video.info.codecs(),
+                        codecs: match &video.codec {
+                            VideoCodec::H264 { info, .. } => info.codecs(),
+                            VideoCodec::Vp8 => return Err("a VP8 source cannot be copied".into()),
+                        },
                         passthrough: true,
                     });
                     if let (true, Some(raw)) = (profile.long_gop_fallback, raw_tee.as_ref()) {
@@ -731,21 +805,21 @@ pub(crate) fn build(
                 };
                 (spec, MediaSrc::Direct(src))
             }
-            AudioCodec::Mp3 { sample_rate, channels } => {
-                // The MP3 decode and AAC encode get their own streaming thread.
+            AudioCodec::Mp3 { .. } | AudioCodec::Opus { .. } => {
+                let Some((sample_rate, channels)) = audio.codec.encoded_format() else {
+                    return Err("copied audio in the encode branch".into());
+                };
+                // The decode and AAC encode get their own streaming thread.
                 let src = appsrc(&builder, "audio-src", audio_caps(audio))?;
-                let mut chain = builder.aac_encode(*sample_rate, *channels)?;
+                let mut chain = builder.aac_encode(&audio.codec, sample_rate, channels)?;
                 chain.insert(0, src.clone().upcast());
                 let mux = builder.mux_and_sink("audio", &router, Producer::Primary, Track::Audio)?;
                 chain.push(mux);
                 link_all(&chain.iter().collect::<Vec<_>>())?;
-                let bps = aac_encode_bitrate_bps(profile.audio_bitrate_kbps, *sample_rate, *channels);
+                let bps = aac_encode_bitrate_bps(profile.audio_bitrate_kbps, sample_rate, channels);
                 let spec = RenditionSpec {
                     name: "audio".into(),
-                    kind: RenditionKind::Audio {
-                        sample_rate: *sample_rate,
-                        channels: *channels,
-                    },
+                    kind: RenditionKind::Audio { sample_rate, channels },
                     bandwidth: bps + bps / 10,
                     average_bandwidth: bps,
                     codecs: ENCODED_AAC_CODECS.into(),
@@ -767,6 +841,7 @@ pub(crate) fn build(
         key_planner: key_planner.map(|(planner, _)| planner),
         routers,
         switchable: built_switchable,
+        keys_on_grid,
     })
 }
 

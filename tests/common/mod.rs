@@ -8,6 +8,7 @@ pub mod keys;
 pub mod playlist;
 pub mod s3;
 pub mod webhooks;
+pub mod whip;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -137,6 +137,7 @@ async function startPageServer(title, script) {
 // - deadlineSeconds(opts): the watchdog emits the report and exits 1 after this long
 // - title, script: the page's title and its page script (a file next to this one)
 // - launchTimeoutMs, startFailure (prefix of the harness error if the start fails)
+// - chromiumArgs (optional): extra Chromium switches (fake capture devices for WHIP)
 // - ready(opts) (optional): a promise started before the browser launch, awaited after it;
 //   resolves to an error message (the start fails) or null
 // - console: {max, chars, url}: at most `max` console errors/warnings, `chars` of text each,
@@ -191,7 +192,7 @@ async function session(spec) {
       executablePath: CHROMIUM,
       headless: true,
       // Playwright already gives every launch a fresh temporary --user-data-dir.
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...(spec.chromiumArgs || [])],
       timeout: spec.launchTimeoutMs,
     });
     const notReady = await ready;

@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +11,6 @@ use super::connection::Connection;
 use super::error::RtmpError;
 use super::settings::RtmpSettings;
 use crate::ingest::PublishGate;
-
-/// Process-unique, shared with other ingest protocols' logs only by convention.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How long `serve` waits for connection tasks after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,7 +64,7 @@ impl RtmpServer {
                 }
             };
             let _ = socket.set_nodelay(true);
-            let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+            let id = crate::ingest::next_connection_id();
             let span = info_span!("rtmp", conn = id, %peer, app = field::Empty, key = field::Empty);
             let connection = Connection::new(
                 id,

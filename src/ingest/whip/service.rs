@@ -1,0 +1,284 @@
+//! WHIP sessions: admit a publish through the `PublishGate`, answer its
+//! offer with a webrtcbin peer, and supervise it until it ends (DELETE,
+//! takeover, ICE failure, or silence).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::error::WhipError;
+use super::peer::{PacketSink, Peer, PeerEvent, PeerSettings};
+use super::sdp::{self, OfferSummary};
+use crate::ingest::{next_connection_id, PublishGate, PublishRequest};
+
+#[derive(Debug, Clone)]
+pub struct WhipSettings {
+    pub peer: PeerSettings,
+    /// Added as a host candidate beside each local one (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    pub max_sessions: usize,
+    /// No media for this long (after ICE connected, or since the answer if
+    /// it never did) ends the session.
+    pub idle_timeout: Duration,
+    /// `Link` header values for the ICE servers the client may use.
+    pub ice_server_links: Vec<String>,
+    /// The app name given to the auth callback (the RTMP URL's is `live`).
+    pub app: String,
+}
+
+impl Default for WhipSettings {
+    fn default() -> Self {
+        Self {
+            peer: PeerSettings {
+                jitter_latency_ms: 200,
+                gather_timeout: Duration::from_secs(5),
+                ..PeerSettings::default()
+            },
+            public_ip: None,
+            max_sessions: 64,
+            idle_timeout: Duration::from_secs(15),
+            ice_server_links: Vec::new(),
+            app: "live".into(),
+        }
+    }
+}
+
+/// What a successful POST returns.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub session_id: String,
+    pub etag: String,
+    pub answer: String,
+}
+
+struct Session {
+    etag: String,
+    offer: OfferSummary,
+    peer: Arc<Peer>,
+    end: CancellationToken,
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum EndReason {
+    #[error("the publisher deleted the session")]
+    Deleted,
+    #[error("kicked or taken over")]
+    Kicked,
+    #[error("the stream stopped taking media")]
+    MediaClosed,
+    #[error("WebRTC failed: {0}")]
+    Failed(String),
+    #[error("no media for {0:?}")]
+    Idle(Duration),
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+pub struct WhipService {
+    gate: Arc<dyn PublishGate>,
+    settings: WhipSettings,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Counted from the POST, before negotiation, so a burst cannot overshoot.
+    reserved: Mutex<usize>,
+    shutdown: CancellationToken,
+}
+
+impl WhipService {
+    pub fn new(gate: Arc<dyn PublishGate>, settings: WhipSettings, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            gate,
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(0),
+            shutdown,
+        })
+    }
+
+    pub fn ice_server_links(&self) -> &[String] {
+        &self.settings.ice_server_links
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// POST: the whole publish handshake.
+    pub async fn publish(
+        self: &Arc<Self>,
+        stream_key: &str,
+        client: SocketAddr,
+        offer: &str,
+    ) -> Result<Created, WhipError> {
+        let (message, summary) = sdp::check_offer(offer)?;
+        let _slot = self.reserve()?;
+        let connection_id = next_connection_id();
+        let request = PublishRequest {
+            protocol: "whip",
+            app: self.settings.app.clone(),
+            stream_key: stream_key.to_owned(),
+            client_addr: client,
+            connection_id,
+        };
+        let session = self.gate.begin(request).await.map_err(WhipError::Refused)?;
+        let session_id = uuid::Uuid::new_v4().simple().to_string();
+        let span = tracing::info_span!("whip", conn = connection_id, peer = %client, session = %session_id, stream_id = %session.stream_id);
+        let sink = PacketSink::new(session.media.clone(), session.counters.clone());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let name = format!("whip-{session_id}");
+        let peer_settings = self.settings.peer.clone();
+        let negotiation_sink = sink.clone();
+        let negotiated = {
+            let _enter = span.enter();
+            tracing::info!(
+                video = summary.video,
+                audio = summary.audio,
+                "WHIP offer accepted; negotiating"
+            );
+            drop(_enter);
+            tokio::task::spawn_blocking(move || {
+                Peer::answer(&name, message, &peer_settings, negotiation_sink, events_tx)
+            })
+            .await
+            .map_err(|e| WhipError::Negotiation(e.to_string()))?
+        };
+        let (peer, mut answer) = match negotiated {
+            Ok(done) => done,
+            Err(why) => {
+                span.in_scope(|| tracing::warn!(%why, "WHIP negotiation failed"));
+                return Err(WhipError::Negotiation(why));
+            }
+        };
+        if let Some(public) = self.settings.public_ip {
+            answer = sdp::add_public_candidates(&answer, public);
+        }
+        let peer = Arc::new(peer);
+        let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
+        let entry = Arc::new(Session {
+            etag: etag.clone(),
+            offer: summary,
+            peer,
+            end: CancellationToken::new(),
+        });
+        self.sessions.lock().insert(session_id.clone(), entry.clone());
+        // The publish session (and the kick token) live as long as the supervisor.
+        let service = self.clone();
+        let id = session_id.clone();
+        tokio::spawn(
+            async move {
+                let reason = service.supervise(&entry, session.kicked.clone(), &session.media, events).await;
+                tracing::info!(%reason, bytes_in = session.counters.bytes.load(std::sync::atomic::Ordering::Relaxed), "WHIP session ended");
+                service.sessions.lock().remove(&id);
+                let closing = entry.peer.clone();
+                let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+                drop(session);
+            }
+            .instrument(span),
+        );
+        Ok(Created {
+            session_id,
+            etag,
+            answer,
+        })
+    }
+
+    /// PATCH: trickled candidates from the client.
+    pub fn trickle(&self, session_id: &str, if_match: Option<&str>, fragment: &str) -> Result<(), WhipError> {
+        let session = self.session(session_id)?;
+        if let Some(tag) = if_match {
+            if tag.trim() != "*" && tag.trim() != session.etag {
+                return Err(WhipError::EtagMismatch { got: tag.to_owned() });
+            }
+        }
+        let fragment = sdp::parse_fragment(fragment, &session.offer.mids)?;
+        if fragment.ice_ufrag.is_some() && fragment.ice_ufrag != session.offer.ice_ufrag {
+            return Err(WhipError::IceRestart);
+        }
+        for candidate in &fragment.candidates {
+            session.peer.add_remote_candidate(candidate.mline, &candidate.candidate);
+        }
+        Ok(())
+    }
+
+    /// DELETE: the publisher is done.
+    pub fn delete(&self, session_id: &str) -> Result<(), WhipError> {
+        let session = self.sessions.lock().remove(session_id);
+        match session {
+            Some(session) => {
+                session.end.cancel();
+                Ok(())
+            }
+            None => Err(WhipError::UnknownSession(session_id.to_owned())),
+        }
+    }
+
+    fn session(&self, session_id: &str) -> Result<Arc<Session>, WhipError> {
+        self.sessions
+            .lock()
+            .get(session_id)
+            .cloned()
+            .ok_or_else(|| WhipError::UnknownSession(session_id.to_owned()))
+    }
+
+    fn reserve(self: &Arc<Self>) -> Result<Reservation, WhipError> {
+        let mut reserved = self.reserved.lock();
+        let running = self.sessions.lock().len();
+        if running + *reserved >= self.settings.max_sessions {
+            return Err(WhipError::AtCapacity(running));
+        }
+        *reserved += 1;
+        Ok(Reservation(self.clone()))
+    }
+
+    async fn supervise(
+        &self,
+        session: &Session,
+        kicked: CancellationToken,
+        media: &mpsc::Sender<crate::ingest::MediaPacket>,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    ) -> EndReason {
+        let sink = &session.peer.sink;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = session.end.cancelled() => return EndReason::Deleted,
+                _ = kicked.cancelled() => return EndReason::Kicked,
+                _ = self.shutdown.cancelled() => return EndReason::Shutdown,
+                _ = media.closed() => return EndReason::MediaClosed,
+                event = events.recv() => match event {
+                    Some(PeerEvent::Connected) => tracing::info!("WebRTC connected"),
+                    Some(PeerEvent::Failed(why)) => return EndReason::Failed(why),
+                    None => return EndReason::Failed("peer gone".into()),
+                },
+                _ = tick.tick() => {
+                    let idle = sink.idle_for();
+                    if idle >= self.settings.idle_timeout {
+                        return EndReason::Idle(idle);
+                    }
+                    // Until the first keyframe, keep asking (a PLI can be lost).
+                    if sink.has_video_track() && !sink.keyframe_seen() {
+                        sink.request_keyframe();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A capacity slot held from POST until the session is listed (or refused).
+struct Reservation(Arc<WhipService>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.0.reserved.lock();
+        *reserved = reserved.saturating_sub(1);
+    }
+}
