@@ -15,7 +15,8 @@ RUN_PKGS := pkg-config gcc libc6-dev \
 # version is part of `make test`) the classic design we compare against (never part
 # of the product) and the HTTP load generator.
 # promtool (package prometheus) checks /metrics; python3-venv holds schemathesis, which fuzzes the admin API.
-TEST_PKGS := ffmpeg chromium ca-certificates nginx-light libnginx-mod-rtmp wrk prometheus python3-venv openssl
+TEST_PKGS := ffmpeg chromium ca-certificates nginx-light libnginx-mod-rtmp wrk prometheus python3-venv openssl \
+	gir1.2-gst-rtsp-server-1.0 python3-gi
 SCHEMATHESIS_VERSION := 4.32.5
 # The webhook tests verify our signatures with the reference Python implementation.
 STANDARDWEBHOOKS_VERSION := 1.0.0

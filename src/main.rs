@@ -347,7 +347,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let rtmp_task = tokio::spawn(rtmp.serve(shutdown.clone()));
+    let source_store: Arc<dyn control::store::SourceStore> = Arc::new(store.clone());
     let store: Arc<dyn ControlStore> = Arc::new(store);
+    // RTSP pull sources: one puller per enabled source, kept in step with the store.
+    let sources = control::sources::SourceRunner::new(
+        control::sources::Sources::new(source_store, store.clone()),
+        Arc::new(controller.clone()),
+    );
+    let sources_task = tokio::spawn(sources.clone().run(shutdown.clone()));
     let admin = control::admin::AdminService::new(
         store.clone(),
         controller.clone(),
@@ -364,6 +371,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             audience: audience.clone(),
             usage: usage_store,
             recordings: Some(recorder.clone()),
+            sources: Some(sources),
         },
     );
     let whip = whip_service(&config, Arc::new(controller.clone()), shutdown.clone()).await?;
@@ -397,6 +405,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     webhooks.dispatcher.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = rtmp_task.await;
+        let _ = sources_task.await;
         let _ = http_task.await;
         // The last usage counts reach the store before it closes.
         let _ = usage_task.await;

@@ -54,6 +54,17 @@ async fn every_operation_holds_up_under_generated_requests() {
         .await;
     assert_eq!(status, 201);
 
+    // A pull source (nothing listens there: it keeps retrying).
+    let (status, _) = server
+        .api(
+            &token,
+            "POST",
+            &format!("/apps/{app_id}/sources"),
+            Some(serde_json::json!({ "name": "cam", "url": "rtsp://127.0.0.1:9/cam" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+
     let report = tempfile::tempdir().expect("report dir");
     let out = Command::new(&tool)
         .current_dir(report.path())
@@ -76,7 +87,7 @@ async fn every_operation_holds_up_under_generated_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("Tested: 41"),
+        stdout.contains("Tested: 47"),
         "not every operation was exercised:\n{stdout}"
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());

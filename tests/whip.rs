@@ -22,21 +22,6 @@ async fn live_entry(server: &Server, admin: &str, stream_id: &str) -> Option<Val
     live.as_array()?.iter().find(|s| s["stream_id"] == stream_id).cloned()
 }
 
-async fn event_types(server: &Server, admin: &str, stream_id: &str) -> Vec<String> {
-    let (_, events) = server
-        .api(
-            admin,
-            "GET",
-            &format!("/apps/app_default/events?stream_id={stream_id}&limit=100"),
-            None,
-        )
-        .await;
-    events
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
 fn assert_plays(url: &str) {
     let (ok, stderr) = ffmpeg_decode(url, 5, &[]);
     assert!(ok, "ffmpeg decodes the ladder: {stderr}");
@@ -104,7 +89,7 @@ async fn chromium_publishes_vp8_with_trickled_candidates_and_the_ladder_plays() 
     // The DELETE ended the publish like an RTMP disconnect does.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let types = event_types(&server, &admin, &stream.id).await;
+        let types = server.event_types(&admin, &stream.id).await;
         if types.iter().any(|t| t == "stream.disconnected") {
             assert!(types.iter().any(|t| t == "stream.connected"), "{types:?}");
             assert!(types.iter().any(|t| t == "stream.active"), "{types:?}");
@@ -164,7 +149,7 @@ async fn gstreamer_publishes_h264_with_the_key_in_the_path_and_rtmp_takes_over()
     assert!(log.contains("WHIP session ended reason=kicked or taken over"), "{log}");
     // The taken-over session is gone.
     assert_eq!(publisher.stop().await, 404);
-    let types = event_types(&server, &admin, &stream.id).await;
+    let types = server.event_types(&admin, &stream.id).await;
     assert!(types.iter().any(|t| t == "stream.takeover"), "{types:?}");
 }
 

@@ -10,6 +10,7 @@ mod apps;
 mod audit;
 mod keys;
 mod recordings;
+mod sources;
 mod streams;
 
 use anyhow::Context;
@@ -19,12 +20,14 @@ use serde::Serialize;
 use pulse_edge::config::Config;
 use pulse_edge::control::model::{App, AuditRecord};
 use pulse_edge::control::recordings::RecordingError;
+use pulse_edge::control::sources::SourceError;
 use pulse_edge::control::{ControlStore, PlaybackTokens, SqliteStore, StoreError};
 
 pub use apps::AppCommand;
 pub use audit::AuditArgs;
 pub use keys::{AdminTokenCommand, PlaybackKeyCommand};
 pub use recordings::RecordingCommand;
+pub use sources::SourceCommand;
 pub use streams::StreamCommand;
 
 /// The commands that work on the local store (everything but `serve`).
@@ -63,6 +66,11 @@ pub enum LocalCommand {
         #[command(subcommand)]
         command: RecordingCommand,
     },
+    /// RTSP pull sources (cameras): add, list, show, start, stop, delete.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
     /// Print audit records, newest first.
     Audit(AuditArgs),
 }
@@ -79,6 +87,7 @@ pub async fn run(config: &Config, command: LocalCommand) -> anyhow::Result<()> {
         LocalCommand::PlaybackKey { command } => keys::run_playback_key(&ctx, command).await,
         LocalCommand::AdminToken { command } => keys::run_admin_token(&ctx, command).await,
         LocalCommand::Recording { command } => recordings::run(&ctx, command).await,
+        LocalCommand::Source { command } => sources::run(&ctx, command).await,
         LocalCommand::Audit(args) => audit::run(&ctx, args).await,
     };
     ctx.store.close().await;
@@ -170,6 +179,7 @@ fn status_of(e: &anyhow::Error) -> u16 {
         Some(StoreError::Invalid(_)) => 400,
         Some(_) => 500,
         None if e.downcast_ref::<NotFound>().is_some() => 404,
+        None if matches!(e.downcast_ref::<SourceError>(), Some(SourceError::NoApp(_))) => 404,
         None => match e.downcast_ref::<RecordingError>() {
             Some(RecordingError::StillRecording(_)) => 409,
             Some(RecordingError::Storage { .. }) => 503,

@@ -42,7 +42,7 @@ pub struct LiveStreamStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VideoInput {
-    /// `h264` or `vp8`.
+    /// `h264`, `h265` or `vp8`.
     pub codec: String,
     pub width: Option<u32>,
     pub height: Option<u32>,

@@ -14,6 +14,7 @@ pub mod model;
 pub mod publish;
 pub mod recordings;
 pub mod sessions;
+pub mod sources;
 pub mod store;
 pub mod tokens;
 pub mod usage;

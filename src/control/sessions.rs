@@ -197,7 +197,7 @@ impl LiveSession {
         let video = tracks.video.as_ref().map(|config| {
             let size = match config {
                 VideoConfig::H264 { avcc } => crate::media::parse_avcc(avcc).ok().map(|i| (i.width, i.height)),
-                VideoConfig::Vp8 { width, height } => Some((*width, *height)),
+                VideoConfig::Vp8 { width, height } | VideoConfig::H265 { width, height, .. } => Some((*width, *height)),
             };
             let metadata = tracks.metadata.as_ref();
             VideoInput {

@@ -18,6 +18,9 @@ pub enum VideoConfig {
     /// VP8 (WebRTC) has no decoder configuration record; the size is what
     /// the latest keyframe header said. Frames are whole VP8 frames.
     Vp8 { width: u32, height: u32 },
+    /// `hvcC` body: an HEVCDecoderConfigurationRecord (ISO/IEC 14496-15),
+    /// with the size its SPS gives (read by the ingest that had it parsed).
+    H265 { hvcc: Bytes, width: u32, height: u32 },
 }
 
 impl VideoConfig {
@@ -26,6 +29,7 @@ impl VideoConfig {
         match self {
             VideoConfig::H264 { .. } => "h264",
             VideoConfig::Vp8 { .. } => "vp8",
+            VideoConfig::H265 { .. } => "h265",
         }
     }
 }
@@ -54,8 +58,7 @@ pub struct VideoFrame {
     pub pts_ms: i64,
     /// True for IDR / random-access frames.
     pub keyframe: bool,
-    /// H.264: length-prefixed NAL units (4-byte lengths, "AVC" stream
-    /// format). VP8: one frame.
+    /// H.264 and H.265: length-prefixed NAL units (4-byte lengths). VP8: one frame.
     pub data: Bytes,
 }
 

@@ -308,6 +308,9 @@ impl Ladder {
                         )
                     }
                     VideoConfig::Vp8 { width, height } => (VideoCodec::Vp8, *width, *height),
+                    VideoConfig::H265 { hvcc, width, height } => {
+                        (VideoCodec::H265 { hvcc: hvcc.clone() }, *width, *height)
+                    }
                 };
                 let bitrate_bps = discovery
                     .metadata
@@ -766,6 +769,20 @@ impl Feeder {
             // every rung is scaled to its own size.
             (Some(VideoConfig::Vp8 { .. }), config @ VideoConfig::Vp8 { .. }) => {
                 self.current_video = Some(config);
+                return;
+            }
+            (Some(VideoConfig::H265 { .. }), VideoConfig::H265 { hvcc, width, height }) => {
+                if let Some(caps) = src.caps() {
+                    let mut caps = caps.copy();
+                    if let Some(s) = caps.make_mut().structure_mut(0) {
+                        s.set("codec_data", gst::Buffer::from_slice(hvcc.clone()));
+                        s.set("width", width as i32);
+                        s.set("height", height as i32);
+                    }
+                    src.set_caps(&caps);
+                }
+                tracing::info!(width, height, "H.265 configuration changed mid-stream");
+                self.current_video = Some(VideoConfig::H265 { hvcc, width, height });
                 return;
             }
             (_, config) => {

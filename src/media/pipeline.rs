@@ -43,6 +43,9 @@ pub(crate) enum VideoCodec {
     H264 { avcc: Bytes, info: AvcInfo },
     /// Decoded only: players of HLS do not take VP8, so every rung is encoded.
     Vp8,
+    /// Decoded only: the ladder is H.264 throughout (every player takes
+    /// it), so the passthrough rung is encoded at the source size.
+    H265 { hvcc: Bytes },
 }
 
 impl VideoSource {
@@ -359,6 +362,10 @@ pub(crate) fn video_caps(video: &VideoSource) -> gst::Caps {
             .field("alignment", "au")
             .field("codec_data", gst::Buffer::from_slice(avcc.clone())),
         VideoCodec::Vp8 => gst::Caps::builder("video/x-vp8"),
+        VideoCodec::H265 { hvcc } => gst::Caps::builder("video/x-h265")
+            .field("stream-format", "hvc1")
+            .field("alignment", "au")
+            .field("codec_data", gst::Buffer::from_slice(hvcc.clone())),
     };
     builder
         .field("width", video.width as i32)
@@ -651,6 +658,13 @@ pub(crate) fn build(
                     dec
                 }
                 VideoCodec::Vp8 => builder.add("vp8dec", "decoder")?,
+                VideoCodec::H265 { .. } => {
+                    parse = builder.add("h265parse", "decode-parse")?;
+                    decode.push(&parse);
+                    let dec = builder.add("avdec_h265", "decoder")?;
+                    set_text_property(&dec, "thread-type", "slice")?;
+                    dec
+                }
             };
             let convert = builder.add("videoconvert", "convert")?;
             convert.set_property("n-threads", profile.scaler.threads.max(1));
@@ -697,7 +711,9 @@ pub(crate) fn build(
                         average_bandwidth: bps,
                         codecs: match &video.codec {
                             VideoCodec::H264 { info, .. } => info.codecs(),
-                            VideoCodec::Vp8 => return Err("a VP8 source cannot be copied".into()),
+                            VideoCodec::Vp8 | VideoCodec::H265 { .. } => {
+                                return Err("only H.264 sources are copied".into())
+                            }
                         },
                         passthrough: true,
                     });

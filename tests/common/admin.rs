@@ -28,4 +28,20 @@ impl Server {
         let bytes = response.bytes().await.unwrap_or_default();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
+
+    /// The lifecycle event types recorded for a stream of the default app, oldest first.
+    pub async fn event_types(&self, token: &str, stream_id: &str) -> Vec<String> {
+        let (_, events) = self
+            .api(
+                token,
+                "GET",
+                &format!("/apps/app_default/events?stream_id={stream_id}&limit=100"),
+                None,
+            )
+            .await;
+        events
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
 }

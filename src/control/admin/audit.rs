@@ -18,6 +18,10 @@ pub const PLAYBACK_KEY_DELETE: &str = "playback_key.delete";
 pub const ADMIN_TOKEN_CREATE: &str = "admin_token.create";
 pub const ADMIN_TOKEN_REVOKE: &str = "admin_token.revoke";
 pub const RECORDING_DELETE: &str = "recording.delete";
+pub const SOURCE_CREATE: &str = "source.create";
+pub const SOURCE_START: &str = "source.start";
+pub const SOURCE_STOP: &str = "source.stop";
+pub const SOURCE_DELETE: &str = "source.delete";
 
 /// One mutation attempt as the log files it: what, on what, in which app.
 #[derive(Debug, Clone, PartialEq, Eq)]

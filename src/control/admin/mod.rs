@@ -14,6 +14,7 @@ mod path;
 mod recordings;
 mod routes;
 mod service;
+mod sources;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -97,6 +98,16 @@ pub fn router(service: AdminService) -> Router {
             "/apps/{app_id}/recordings/{recording_id}",
             get(recordings::get_recording).delete(recordings::delete_recording),
         )
+        .route(
+            "/apps/{app_id}/sources",
+            get(sources::list_sources).post(sources::create_source),
+        )
+        .route(
+            "/apps/{app_id}/sources/{source_id}",
+            get(sources::get_source).delete(sources::delete_source),
+        )
+        .route("/apps/{app_id}/sources/{source_id}/start", post(sources::start_source))
+        .route("/apps/{app_id}/sources/{source_id}/stop", post(sources::stop_source))
         .route("/events/stream", get(wh::event_feed))
         .route("/audit", get(audit))
         .route("/audit.csv", get(audit_csv))

@@ -9,12 +9,14 @@ use super::dto::*;
 use super::error::ErrorBody;
 use super::recordings::{self, RecordingView};
 use super::routes;
+use super::sources;
 use super::usage;
 use super::webhooks::dto::*;
 use super::webhooks::routes as wh;
 use crate::control::live::{AudioInput, LiveStreamStats, RenditionStats, VideoInput};
 use crate::control::model::{AdminToken, App, AuditEntry, KeyAlgorithm, PlaybackKey, Stream};
 use crate::control::recordings::model::Recording;
+use crate::control::sources::model::{NewSource, SourceView};
 use crate::control::usage::model::UsageRow;
 use crate::control::viewers::ViewerCount;
 use crate::control::webhooks::model::{Backlog, Delivery, DeliveryStatus, RecordedEvent, WebhookEndpoint};
@@ -51,6 +53,8 @@ impl Modify for BearerAuth {
         wh::rotate_webhook_secret, wh::test_webhook, wh::list_deliveries, wh::redeliver, wh::redeliver_failed,
         wh::list_events, usage::viewers, usage::usage, usage::usage_csv,
         recordings::list_recordings, recordings::get_recording, recordings::delete_recording,
+        sources::create_source, sources::list_sources, sources::get_source, sources::start_source,
+        sources::stop_source, sources::delete_source,
     ),
     components(schemas(
         App, Stream, PlaybackKey, AdminToken, AuditEntry, KeyAlgorithm, ErrorBody, CreateApp, UpdateApp, CreateStream,
@@ -58,6 +62,7 @@ impl Modify for BearerAuth {
         CreatedAdminToken, Kicked, LiveStreamStats, VideoInput, AudioInput, RenditionStats,
         WebhookView, WebhookWithSecret, CreateWebhook, UpdateWebhook, Redelivered, TestSent, WebhookEndpoint, Backlog,
         Delivery, DeliveryStatus, RecordedEvent, ViewerCount, UsageRow, RecordingView, Recording,
+        NewSource, SourceView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -58,6 +58,8 @@ pub struct Reporting {
     pub usage: Arc<dyn UsageStore>,
     /// `None`: no recordings here (the admin API answers 404 for them).
     pub recordings: Option<crate::control::recordings::Recorder>,
+    /// `None`: no pull sources here (404).
+    pub sources: Option<crate::control::sources::SourceRunner>,
 }
 
 /// Ids come from the URL; anything that cannot be one of ours is simply not found.
@@ -106,6 +108,10 @@ impl AdminService {
 
     pub(super) fn recordings(&self) -> Option<&crate::control::recordings::Recorder> {
         self.inner.reporting.recordings.as_ref()
+    }
+
+    pub(super) fn pull_sources(&self) -> Option<&crate::control::sources::SourceRunner> {
+        self.inner.reporting.sources.as_ref()
     }
 
     pub(super) fn usage_store(&self) -> &dyn UsageStore {
@@ -164,7 +170,7 @@ impl AdminService {
         self.audit(who, attempt, Err(error)).await
     }
 
-    fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
         match profile {
             Some(name) if !self.inner.profiles.contains_key(name) => {
                 let known: Vec<&str> = self.inner.profiles.keys().map(String::as_str).collect();

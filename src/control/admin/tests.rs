@@ -76,6 +76,7 @@ fn reporting(store: Arc<SqliteStore>) -> super::Reporting {
         ),
         usage: store,
         recordings: None,
+        sources: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod outbox;
 mod recordings;
+mod sources;
 mod sqlite;
 mod usage;
 pub mod validate;
@@ -17,6 +18,7 @@ use super::model::{
 
 pub use outbox::EventStore;
 pub use recordings::RecordingStore;
+pub use sources::SourceStore;
 pub use sqlite::SqliteStore;
 pub use usage::UsageStore;
 

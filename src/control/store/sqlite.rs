@@ -14,6 +14,7 @@ mod audit;
 mod outbox;
 mod playback_keys;
 mod recordings;
+mod sources;
 mod streams;
 #[cfg(test)]
 mod tests;

@@ -189,8 +189,9 @@ fn summarise(packets: &[MediaPacket]) -> Summary {
             MediaPacket::AudioConfig(AudioConfig::Mp3 { sample_rate, channels }) => {
                 s.mp3_configs.push((*sample_rate, *channels))
             }
-            MediaPacket::VideoConfig(VideoConfig::Vp8 { .. }) | MediaPacket::AudioConfig(AudioConfig::Opus { .. }) => {
-                panic!("RTMP carries neither VP8 nor Opus")
+            MediaPacket::VideoConfig(VideoConfig::Vp8 { .. } | VideoConfig::H265 { .. })
+            | MediaPacket::AudioConfig(AudioConfig::Opus { .. }) => {
+                panic!("RTMP carries neither VP8, H.265 nor Opus")
             }
             MediaPacket::Video(frame) => {
                 if s.avcc.is_none() {

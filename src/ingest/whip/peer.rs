@@ -243,7 +243,7 @@ enum Track {
 fn codec_preferences() -> gst::Caps {
     // Only packetization-mode 1 (what browsers and OBS send) is depayloaded as whole access units.
     let codecs = [
-        ("video", "H264", 90_000, Some("1")),
+        ("video", "H264", 90_000i32, Some("1")),
         ("video", "VP8", 90_000, None),
         ("audio", "OPUS", 48_000, None),
     ];
@@ -253,7 +253,7 @@ fn codec_preferences() -> gst::Caps {
             let mut codec = gst::Structure::builder("application/x-rtp")
                 .field("media", media)
                 .field("encoding-name", encoding)
-                .field("clock-rate", clock_rate as i32);
+                .field("clock-rate", clock_rate);
             if let Some(mode) = packetization_mode {
                 codec = codec.field("packetization-mode", mode);
             }
