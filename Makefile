@@ -86,9 +86,10 @@ bench: test-deps release
 	python3 bench/playlist.py
 	python3 bench/soak.py --minutes 5 --settle-minutes 1
 	python3 bench/storage.py --repeats 3 --seconds 60 --outage 60
+	python3 bench/whip.py --repeats 3 --seconds 20 --warmup 8 --cpu-seconds 30
 
 # Every bench script in its short mode (under a minute): proves the scripts still work.
-BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage; do \
+BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage whip; do \
 	  echo "== bench/$$s.py --quick"; python3 bench/$$s.py --quick || exit 1; done
 
 bench-quick: test-deps release

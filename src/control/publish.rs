@@ -293,6 +293,7 @@ impl PublishController {
             media: media_tx,
             kicked,
             counters: live.counters.clone(),
+            keyframe_wanted: live.keyframe_wanted.clone(),
         })
     }
 
@@ -323,6 +324,16 @@ impl PublishController {
             .unwrap_or_else(SystemTime::now);
         let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
         let ladder = media::spawn_ladder(&stream_id, &profile, &ladder_settings, media_rx, ladder_tx);
+        // The ladder's keyframe needs reach the publish session (and its protocol).
+        let keyframes = {
+            let (from, to) = (ladder.keyframe_wanted(), live.keyframe_wanted.clone());
+            tokio::spawn(async move {
+                loop {
+                    from.notified().await;
+                    to.notify_one();
+                }
+            })
+        };
         live.attach_ladder(ladder.stats()); // telemetry: ladder drops in frames_dropped
         let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
 
@@ -388,6 +399,7 @@ impl PublishController {
         };
         watcher.abort();
         sampler.abort();
+        keyframes.abort();
         // telemetry: the bytes since the sampler's last tick still count.
         self.metrics
             .ingest_bytes

@@ -55,6 +55,9 @@ pub struct LiveSession {
     pub client: SocketAddr,
     pub max_ingest_kbps: Option<u32>,
     pub counters: Arc<IngestCounters>,
+    /// Notified by the ladder when it needs a keyframe (a decode error); the
+    /// publish session's protocol asks the publisher for one if it can.
+    pub keyframe_wanted: Arc<tokio::sync::Notify>,
     /// Renditions the ladder encodes (not copies), for usage metering.
     pub transcoded_renditions: std::sync::atomic::AtomicU32,
     started_at: SystemTime,
@@ -81,6 +84,7 @@ impl LiveSession {
             client,
             max_ingest_kbps,
             counters: Arc::default(),
+            keyframe_wanted: Arc::default(),
             transcoded_renditions: std::sync::atomic::AtomicU32::new(0),
             started_at: SystemTime::now(),
             started: Instant::now(),

@@ -145,6 +145,10 @@ pub struct PublishSession {
     pub kicked: CancellationToken,
     /// Ingest counts what it receives here; the control plane reads it.
     pub counters: Arc<IngestCounters>,
+    /// Notified when downstream needs a keyframe (the decoder lost its
+    /// way). A protocol that can ask the publisher for one does (WHIP: an
+    /// RTCP PLI); RTMP cannot and ignores it.
+    pub keyframe_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// What a publish session has received, counted by ingest on its own thread

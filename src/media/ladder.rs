@@ -38,6 +38,7 @@ pub struct LadderHandle {
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     stats: Arc<LadderStats>,
+    keyframe_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl LadderHandle {
@@ -53,6 +54,12 @@ impl LadderHandle {
     /// as long as the session is listed).
     pub fn stats(&self) -> Arc<LadderStats> {
         self.stats.clone()
+    }
+
+    /// Notified when the video decoder reports a decode error: the
+    /// renditions stay broken until the source sends a keyframe.
+    pub fn keyframe_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.keyframe_wanted.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -91,9 +98,11 @@ pub fn spawn_ladder(
 ) -> LadderHandle {
     let stop = CancellationToken::new();
     let stats = Arc::new(LadderStats::default());
+    let keyframe_wanted = Arc::new(tokio::sync::Notify::new());
     let ladder = Ladder {
         stream_id: stream_id.to_string(),
         stats: stats.clone(),
+        keyframe_wanted: keyframe_wanted.clone(),
         profile: profile.clone(),
         settings: settings.clone(),
         events: EventSink {
@@ -109,12 +118,14 @@ pub fn spawn_ladder(
         stop,
         task: Some(task),
         stats,
+        keyframe_wanted,
     }
 }
 
 struct Ladder {
     stream_id: String,
     stats: Arc<LadderStats>,
+    keyframe_wanted: Arc<tokio::sync::Notify>,
     profile: LadderProfile,
     settings: LadderSettings,
     events: EventSink,
@@ -364,6 +375,9 @@ impl Ladder {
         )
         .map_err(|e| format!("building the pipeline: {e}"))?;
         let teardown = Teardown(built.pipeline.clone());
+        if let Some(decoder) = &built.decoder {
+            watch_decode_errors(decoder, self.stats.clone(), self.keyframe_wanted.clone());
+        }
         tracing::info!(
             renditions = ?built.renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "ladder built"
@@ -520,6 +534,27 @@ fn bus_error(message: &gst::Message) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// GstVideoDecoder drops a frame it cannot decode without a bus message
+/// (until `max-errors`), then marks its next output DISCONT: that mark after
+/// the first output is the decode error. Until a keyframe the renditions
+/// show the damage, so the publisher is asked for one.
+fn watch_decode_errors(decoder: &gst::Element, stats: Arc<LadderStats>, keyframe_wanted: Arc<tokio::sync::Notify>) {
+    let Some(pad) = decoder.static_pad("src") else {
+        return;
+    };
+    let started = std::sync::atomic::AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            let seen_output = started.swap(true, std::sync::atomic::Ordering::Relaxed);
+            if seen_output && buffer.flags().contains(gst::BufferFlags::DISCONT) {
+                stats.decode_error();
+                keyframe_wanted.notify_one();
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The room a direct-push feeder keeps in an output channel of `max` slots.

@@ -178,6 +178,8 @@ pub(crate) struct BuiltPipeline {
     pub switchable: Vec<Arc<RenditionRouter>>,
     /// Encoded keyframes follow the segment grid, not the source's.
     pub keys_on_grid: bool,
+    /// The video decoder, when there is one.
+    pub decoder: Option<gst::Element>,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -854,10 +856,11 @@ pub(crate) fn build(
         video_src,
         audio_src,
         renditions,
-        key_planner: key_planner.map(|(planner, _)| planner),
+        key_planner: key_planner.clone().map(|(planner, _)| planner),
         routers,
         switchable: built_switchable,
         keys_on_grid,
+        decoder: key_planner.as_ref().map(|(_, decoder)| decoder.clone()),
     })
 }
 

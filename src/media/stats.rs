@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct LadderStats {
     video_frames_dropped: AtomicU64,
     audio_frames_dropped: AtomicU64,
+    /// Frames the video decoder reported it could not decode.
+    decode_errors: AtomicU64,
 }
 
 impl LadderStats {
@@ -35,6 +37,14 @@ impl LadderStats {
 
     pub(crate) fn audio_dropped(&self) {
         self.audio_frames_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn decode_error(&self) {
+        self.decode_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 

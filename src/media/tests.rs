@@ -576,3 +576,131 @@ async fn frames_the_ladder_throws_away_are_counted() {
 fn passthrough_profile() -> LadderProfile {
     load_profile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/passthrough.toml")).expect("passthrough.toml")
 }
+
+/// A VP8 clip as WHIP would hand it over: whole frames (IVF: 32-byte file
+/// header, then a 12-byte header per frame), 30 fps.
+fn vp8_packets(dir: &Path) -> Vec<MediaPacket> {
+    let path = dir.join("v.ivf");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+        ])
+        .args([
+            "-t",
+            "3",
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-g",
+            "30",
+            "-b:v",
+            "300k",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg failed to make the VP8 clip");
+    let data = std::fs::read(&path).expect("read ivf");
+    let mut packets = vec![MediaPacket::VideoConfig(VideoConfig::Vp8 {
+        width: 320,
+        height: 180,
+    })];
+    let (mut at, mut index) = (32, 0i64);
+    while at + 12 <= data.len() {
+        let size = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let Some(frame) = data.get(at + 12..at + 12 + size) else {
+            break;
+        };
+        at += 12 + size;
+        packets.push(MediaPacket::Video(VideoFrame {
+            dts_ms: index * 1000 / 30,
+            pts_ms: index * 1000 / 30,
+            keyframe: frame.first().is_some_and(|b| b & 1 == 0),
+            data: Bytes::copy_from_slice(frame),
+        }));
+        index += 1;
+    }
+    packets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_source_is_encoded_on_every_rung_and_decode_errors_ask_for_a_keyframe() {
+    init().expect("gstreamer ready");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut packets = vp8_packets(dir.path());
+    // The second keyframe with a broken sync code: the decoder refuses it.
+    let second_key = packets
+        .iter_mut()
+        .filter_map(|p| match p {
+            MediaPacket::Video(frame) if frame.keyframe => Some(frame),
+            _ => None,
+        })
+        .nth(1)
+        .expect("a second keyframe");
+    let mut broken = second_key.data.to_vec();
+    broken[3] = 0;
+    second_key.data = Bytes::from(broken);
+    let (input_tx, input_rx) = mpsc::channel(64);
+    let (output_tx, mut output_rx) = mpsc::channel(64);
+    let handle = spawn_ladder("vp8", &small_profile(), &settings(1000), input_rx, output_tx);
+    let wanted = handle.keyframe_wanted();
+    let asked = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(20), wanted.notified())
+            .await
+            .is_ok()
+    });
+    let feeder = tokio::spawn(async move {
+        for packet in packets {
+            if input_tx.send(packet).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(event) = output_rx.recv().await {
+            let ended = matches!(event, LadderEvent::Ended(_));
+            events.push(event);
+            if ended {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("ladder ends in time");
+    feeder.await.expect("feeder");
+    let stats = handle.stats();
+    handle.stop().await;
+    let ended = events.iter().find_map(|e| match e {
+        LadderEvent::Ended(result) => Some(format!("{result:?}")),
+        _ => None,
+    });
+    assert!(
+        asked.await.expect("waiter"),
+        "a decode error asked for a keyframe ({} events, ended {ended:?}, decode errors {})",
+        events.len(),
+        stats.decode_errors()
+    );
+    assert!(stats.decode_errors() >= 1, "decode errors are counted");
+    let (renditions, _) = by_rendition(&events);
+    let video: Vec<&Rendition> = renditions
+        .iter()
+        .filter(|r| matches!(r.spec.kind, RenditionKind::Video { .. }))
+        .collect();
+    assert!(!video.is_empty());
+    for rendition in &video {
+        // Nothing copies VP8: every rung is an H.264 encode, and keyframes
+        // follow the 1 s grid although the source's come every second too.
+        assert!(!rendition.spec.passthrough, "{}", rendition.spec.name);
+        assert!(rendition.spec.codecs.starts_with("avc1."), "{}", rendition.spec.codecs);
+        assert!(!rendition.chunks.is_empty(), "{} produced media", rendition.spec.name);
+    }
+    assert_eq!(video[0].spec.name, "180p", "the top rung keeps the source size");
+}

@@ -1,3 +1,39 @@
+// The glass-to-glass stamp (same layout as bench/latency.py burns in and glass-page.js reads):
+// the top 72/1080 of the picture is 32 black/white cells, 24 bits of the capture time in ms
+// mod 2^24 (MSB first), then the check byte (b0 + 3*b1 + 7*b2 + 90) mod 256. Drawn on a canvas
+// at each frame, with a moving bar below so the encoder has motion to code; the canvas is
+// captured (captureStream) and Chromium's fake microphone gives the audio.
+async function stampedMedia(cfg) {
+  const canvas = document.createElement('canvas');
+  canvas.width = cfg.width;
+  canvas.height = cfg.height;
+  const ctx = canvas.getContext('2d');
+  const strip = Math.round((cfg.height * 72) / 1080);
+  const cellWidth = cfg.width / 32;
+  let frame = 0;
+  const draw = () => {
+    const now = Date.now();
+    const time = now % 16777216;
+    const check = ((time & 0xff) + 3 * ((time >> 8) & 0xff) + 7 * ((time >> 16) & 0xff) + 90) % 256;
+    const word = time * 256 + check;
+    ctx.fillStyle = '#406080';
+    ctx.fillRect(0, 0, cfg.width, cfg.height);
+    ctx.fillStyle = '#e0c040';
+    ctx.fillRect((frame * 7) % cfg.width, strip, cfg.width / 8, cfg.height - strip);
+    for (let cell = 0; cell < 32; cell++) {
+      const bit = Math.floor(word / 2 ** (31 - cell)) % 2;
+      ctx.fillStyle = bit ? '#ffffff' : '#000000';
+      ctx.fillRect(Math.floor(cell * cellWidth), 0, Math.ceil(cellWidth), strip);
+    }
+    frame += 1;
+  };
+  draw();
+  setInterval(draw, 1000 / cfg.fps);
+  const video = canvas.captureStream(cfg.fps).getVideoTracks()[0];
+  const audio = (await navigator.mediaDevices.getUserMedia({ audio: true })).getAudioTracks()[0];
+  return new MediaStream([video, audio]);
+}
+
 // Runs in the page: publishes getUserMedia (fake devices) over WHIP and
 // reports what the HTTP exchange and the peer connection did.
 window.whipPublish = async (cfg) => {
@@ -6,10 +42,12 @@ window.whipPublish = async (cfg) => {
   const step = (what) => report.steps.push({ t: Number(((performance.now() - t0) / 1000).toFixed(3)), what });
   let pc;
   try {
-    const media = await navigator.mediaDevices.getUserMedia({
-      video: { width: cfg.width, height: cfg.height, frameRate: cfg.fps },
-      audio: true,
-    });
+    const media = cfg.source === 'stamp'
+      ? await stampedMedia(cfg)
+      : await navigator.mediaDevices.getUserMedia({
+        video: { width: cfg.width, height: cfg.height, frameRate: cfg.fps },
+        audio: true,
+      });
     step('getUserMedia');
     pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     pc.addEventListener('connectionstatechange', () => {
@@ -17,7 +55,9 @@ window.whipPublish = async (cfg) => {
       step(`connection ${pc.connectionState}`);
     });
     for (const track of media.getTracks()) {
-      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      const init = { direction: 'sendonly', streams: [media] };
+      if (track.kind === 'video' && cfg.maxKbps) init.sendEncodings = [{ maxBitrate: cfg.maxKbps * 1000 }];
+      const transceiver = pc.addTransceiver(track, init);
       if (track.kind === 'video') {
         const codecs = RTCRtpSender.getCapabilities('video').codecs;
         const wanted = codecs.filter((c) => c.mimeType.toLowerCase() === `video/${cfg.codec}`);

@@ -7,12 +7,13 @@ import { main, parseCommandLine, sleep } from './harness.mjs';
 
 const USAGE =
   'usage: node whip.mjs <WHIP endpoint URL> --key KEY [--seconds 20] [--codec vp8|h264] ' +
-  '[--auth bearer|path] [--trickle true|false] [--width 640] [--height 360] [--fps 30] [--delete true|false]';
+  '[--auth bearer|path] [--trickle true|false] [--width 640] [--height 360] [--fps 30] [--delete true|false] ' +
+  '[--source camera|stamp] [--max-kbps N]';
 
 function parseArgs(argv) {
   const defaults = {
     url: null, key: null, seconds: 20, codec: 'vp8', auth: 'bearer', trickle: false,
-    width: 640, height: 360, fps: 30, delete: true,
+    width: 640, height: 360, fps: 30, delete: true, source: 'camera', maxKbps: 0,
   };
   const opts = parseCommandLine(argv, defaults, (arg, value, opts) => {
     const number = (name, max) => {
@@ -34,6 +35,9 @@ function parseArgs(argv) {
     else if (arg === '--width') opts.width = number('--width', 4096);
     else if (arg === '--height') opts.height = number('--height', 4096);
     else if (arg === '--fps') opts.fps = number('--fps', 120);
+    // stamp: a canvas carrying the glass-to-glass time stamp (bench/whip.py), instead of the fake camera.
+    else if (arg === '--source') opts.source = oneOf('--source', ['camera', 'stamp']);
+    else if (arg === '--max-kbps') opts.maxKbps = number('--max-kbps', 100000);
     else return false;
     return true;
   });
@@ -65,6 +69,8 @@ main({
       height: opts.height,
       fps: opts.fps,
       deleteAtEnd: opts.delete,
+      source: opts.source,
+      maxKbps: opts.maxKbps,
     });
     await sleep(100);
   },

@@ -29,7 +29,7 @@ pub struct Source {
 pub struct NewSource {
     /// Also the name of the stream created for it.
     pub name: String,
-    /// `rtsp://[user:password@]host[:port]/path` (or `rtsps://`). Stored,
+    /// `rtsp://[user:password@]host[:port]/path`. Stored,
     /// never shown again: responses carry it with the credentials masked.
     pub url: String,
     /// `tcp` (default: interleaved, works through NAT) or `udp`.

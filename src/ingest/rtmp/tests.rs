@@ -56,6 +56,7 @@ impl PublishGate for TestGate {
                 stream_id: format!("test-{}", request.stream_key),
                 media: tx,
                 kicked,
+                keyframe_wanted: Default::default(),
             })
         }
         .boxed()

@@ -14,8 +14,9 @@ pub use puller::{spawn_pull, PullHandle, PullSettings, PullState, PullStatus, Pu
 /// Percent-encoded credentials are decoded, as cameras' URLs often carry them.
 pub fn split_credentials(url: &str) -> Result<(url::Url, Option<(String, String)>), String> {
     let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "rtsp" | "rtsps") {
-        return Err("the URL must start with rtsp:// or rtsps://".into());
+    // retina speaks plain RTSP only (no RTSP over TLS).
+    if parsed.scheme() != "rtsp" {
+        return Err("the URL must start with rtsp:// (rtsps:// is not supported)".into());
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
@@ -79,6 +80,7 @@ mod tests {
         );
         assert_eq!(redact("rtsp://cam/live"), "rtsp://cam/live");
         assert!(split_credentials("http://cam/live").is_err());
+        assert!(split_credentials("rtsps://cam/live").is_err());
         assert!(split_credentials("rtsp://").is_err());
         assert!(split_credentials("not a url").is_err());
     }

@@ -16,6 +16,8 @@ use tracing::Instrument;
 use super::session::{self, SessionError};
 use crate::ingest::{next_connection_id, PublishGate, PublishRequest};
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PullTransport {
@@ -222,9 +224,17 @@ async fn pull_once(
     stop: &CancellationToken,
     on_live: impl FnOnce(),
 ) -> Outcome {
-    let mut playing = match session::connect(url, credentials, settings.transport, group).await {
-        Ok(playing) => playing,
-        Err(e) => return Outcome::Failed(e.to_string(), matches!(e, SessionError::Unauthorized(_))),
+    // A camera that accepts the connection and then says nothing must not hold the loop.
+    let connecting = session::connect(url, credentials, settings.transport, group);
+    let mut playing = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(playing)) => playing,
+        Ok(Err(e)) => return Outcome::Failed(e.to_string(), matches!(e, SessionError::Unauthorized(_))),
+        Err(_) => {
+            return Outcome::Failed(
+                format!("no answer to DESCRIBE/SETUP/PLAY within {CONNECT_TIMEOUT:?}"),
+                false,
+            )
+        }
     };
     let client_addr = camera_addr(url).await;
     let request = PublishRequest {

@@ -116,6 +116,9 @@ impl PacketSink {
         if let Ok(mut media) = self.media.lock() {
             media.take();
         }
+        if let Ok(mut pads) = self.video_pads.lock() {
+            pads.clear();
+        }
     }
 
     fn send(&self, packet: MediaPacket) -> Result<gst::FlowSuccess, gst::FlowError> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::error::WhipError;
 use super::peer::{PacketSink, Peer, PeerEvent, PeerSettings};
 use super::sdp::{self, OfferSummary};
-use crate::ingest::{next_connection_id, PublishGate, PublishRequest};
+use crate::ingest::{next_connection_id, PublishGate, PublishRequest, PublishSession};
 
 #[derive(Debug, Clone)]
 pub struct WhipSettings {
@@ -172,7 +172,9 @@ impl WhipService {
         let id = session_id.clone();
         tokio::spawn(
             async move {
-                let reason = service.supervise(&entry, session.kicked.clone(), &session.media, events).await;
+                let reason = service
+                    .supervise(&entry, &session, events)
+                    .await;
                 tracing::info!(%reason, bytes_in = session.counters.bytes.load(std::sync::atomic::Ordering::Relaxed), "WHIP session ended");
                 service.sessions.lock().remove(&id);
                 let closing = entry.peer.clone();
@@ -239,20 +241,28 @@ impl WhipService {
     async fn supervise(
         &self,
         session: &Session,
-        kicked: CancellationToken,
-        media: &mpsc::Sender<crate::ingest::MediaPacket>,
+        publish: &PublishSession,
         mut events: mpsc::UnboundedReceiver<PeerEvent>,
     ) -> EndReason {
         let sink = &session.peer.sink;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_pli: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = session.end.cancelled() => return EndReason::Deleted,
-                _ = kicked.cancelled() => return EndReason::Kicked,
+                _ = publish.kicked.cancelled() => return EndReason::Kicked,
                 _ = self.shutdown.cancelled() => return EndReason::Shutdown,
-                _ = media.closed() => return EndReason::MediaClosed,
+                _ = publish.media.closed() => return EndReason::MediaClosed,
+                _ = publish.keyframe_wanted.notified() => {
+                    // A decoder that lost its way reports every broken frame: one PLI a second.
+                    if last_pli.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::debug!("the ladder needs a keyframe: PLI");
+                        sink.request_keyframe();
+                        last_pli = Some(Instant::now());
+                    }
+                }
                 event = events.recv() => match event {
                     Some(PeerEvent::Connected) => tracing::info!("WebRTC connected"),
                     Some(PeerEvent::Failed(why)) => return EndReason::Failed(why),
