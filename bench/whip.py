@@ -22,12 +22,14 @@ Method
   Both publishers and the player run on this machine, so one clock serves all.
   Row figure = median over repeats of each session's median; ratio WHIP / RTMP per repeat.
 * **CPU.** Profile `passthrough` (the top rung copied, no encode), so that what the server does
-  is ingest + packaging: `rtmp` (ffmpeg, x264 1 Mbit/s, no stamp needed but kept) against
-  `whip-h264` (Chromium, 1 Mbit/s cap). After `--warmup`, the server's CPU-seconds (utime +
+  is ingest + packaging: `whip-h264` (Chromium, 1 Mbit/s cap; its rate control sends what it
+  decides under the cap) first, then `rtmp` (ffmpeg x264, stamp kept) at the bitrate the WHIP run
+  reached, so both carry the same bitrate. After `--warmup`, the server's CPU-seconds (utime +
   stime of its process) over `--cpu-seconds`, and the video+audio bytes it took in over the
   same window (admin API `/live` `ingest_bytes`: payload bytes for WHIP, FLV/chunk bytes for
   RTMP, so RTMP's figure includes ~1-2 % framing). Reported as server cores per stream and as
-  cores per Mbit/s received; ratio WHIP / RTMP per repeat, sides alternating.
+  cores per Mbit/s received; ratio WHIP / RTMP per repeat (WHIP runs first in every repeat,
+  because RTMP's bitrate is set from it).
 
 Usage: python3 bench/whip.py [--repeats 3] [--seconds 20] [--warmup 8] [--cpu-seconds 30]
        python3 bench/whip.py --quick        (one short WHIP latency session, <= 60 s)
@@ -56,8 +58,8 @@ WIDTH, HEIGHT, FPS, KBPS = 640, 360, 30, 1000
 STRIP_H = round(HEIGHT * latency.STRIP_H / 1080)
 
 
-def ffmpeg_stamped(url):
-    """The RTMP publisher: bench/latency.py's stamp, at 640x360 and 1 Mbit/s."""
+def ffmpeg_stamped(url, kbps=KBPS):
+    """The RTMP publisher: bench/latency.py's stamp, at 640x360 and `kbps`."""
     graph = ("[0:v]split[main][s];"
              f"[s]crop={latency.CELLS}:2:0:0,geq=lum='{latency.stamp_expr()}':cb=128:cr=128,"
              f"scale={WIDTH}:{STRIP_H}:flags=neighbor[strip];"
@@ -68,8 +70,8 @@ def ffmpeg_stamped(url):
             "-re", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
             "-filter_complex", graph, "-map", "[v]", "-map", "1:a",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(2 * FPS),
-            "-keyint_min", str(2 * FPS), "-sc_threshold", "0", "-bf", "0", "-b:v", f"{KBPS}k",
-            "-maxrate", f"{KBPS}k", "-bufsize", f"{KBPS}k", "-pix_fmt", "yuv420p", "-r", str(FPS),
+            "-keyint_min", str(2 * FPS), "-sc_threshold", "0", "-bf", "0", "-b:v", f"{kbps}k",
+            "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k", "-pix_fmt", "yuv420p", "-r", str(FPS),
             "-c:a", "aac", "-b:a", "64k", "-f", "flv", url]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL)
 
@@ -81,9 +83,9 @@ def chromium_whip(server, key, codec, seconds, log_path):
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 
 
-def start_publisher(server, stream, side, seconds, work):
+def start_publisher(server, stream, side, seconds, work, kbps=KBPS):
     if side == "rtmp":
-        return ffmpeg_stamped(f"{stream['rtmp_url']}/{stream['stream_key']}")
+        return ffmpeg_stamped(f"{stream['rtmp_url']}/{stream['stream_key']}", kbps)
     return chromium_whip(server, stream["stream_key"], side.split("-")[1], seconds,
                          os.path.join(work, f"{stream['id']}-whip.log"))
 
@@ -126,10 +128,10 @@ def latency_session(server, side, args, work):
             "cpu": cpu, "errors": report.get("harnessErrors", [])}
 
 
-def cpu_session(server, token, side, args, work):
+def cpu_session(server, token, side, args, work, kbps=KBPS):
     stream = server.create(f"cpu-{side}-{time.time_ns()}", "passthrough")
     base = f"http://127.0.0.1:{server.http}/live/{stream['id']}/"
-    pub = start_publisher(server, stream, side, args.warmup + args.cpu_seconds + 60, work)
+    pub = start_publisher(server, stream, side, args.warmup + args.cpu_seconds + 60, work, kbps)
     try:
         if latency.wait_live(stream["playback_url"], base, r"^#EXT-X-PART:", timeout=30) is None:
             raise SystemExit(f"{side}: never went live")
@@ -180,8 +182,12 @@ def main():
             order = sides if repeat % 2 == 0 else list(reversed(sides))
             for side in order:
                 lat.append(dict(latency_session(server, side, args, work), repeat=repeat))
-            for side in (["rtmp", "whip-h264"] if repeat % 2 == 0 else ["whip-h264", "rtmp"]):
-                cpu.append(dict(cpu_session(server, token, side, args, work), repeat=repeat))
+            # Chromium's rate control decides what it sends under the 1 Mbit/s cap; RTMP then
+            # sends at the bitrate WHIP reached, so both sides carry the same bitrate.
+            whip_run = cpu_session(server, token, "whip-h264", args, work)
+            kbps = max(100, round(whip_run["mbps"] * 1000))
+            cpu.append(dict(whip_run, repeat=repeat))
+            cpu.append(dict(cpu_session(server, token, "rtmp", args, work, kbps), repeat=repeat))
     finally:
         server.stop()
 

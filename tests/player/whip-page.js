@@ -30,6 +30,8 @@ async function stampedMedia(cfg) {
   draw();
   setInterval(draw, 1000 / cfg.fps);
   const video = canvas.captureStream(cfg.fps).getVideoTracks()[0];
+  // Keep the resolution when the bitrate is short (WebRTC would otherwise scale the picture down).
+  video.contentHint = 'detail';
   const audio = (await navigator.mediaDevices.getUserMedia({ audio: true })).getAudioTracks()[0];
   return new MediaStream([video, audio]);
 }

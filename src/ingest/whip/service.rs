@@ -105,10 +105,6 @@ impl WhipService {
         &self.settings.ice_server_links
     }
 
-    pub fn session_count(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
     /// POST: the whole publish handshake.
     pub async fn publish(
         self: &Arc<Self>,
@@ -134,20 +130,19 @@ impl WhipService {
         let name = format!("whip-{session_id}");
         let peer_settings = self.settings.peer.clone();
         let negotiation_sink = sink.clone();
-        let negotiated = {
-            let _enter = span.enter();
+        span.in_scope(|| {
             tracing::info!(
                 video = summary.video,
                 audio = summary.audio,
                 "WHIP offer accepted; negotiating"
-            );
-            drop(_enter);
-            tokio::task::spawn_blocking(move || {
-                Peer::answer(&name, message, &peer_settings, negotiation_sink, events_tx)
-            })
-            .await
-            .map_err(|e| WhipError::Negotiation(e.to_string()))?
-        };
+            )
+        });
+        // webrtcbin's promises block: off the async workers.
+        let negotiated = tokio::task::spawn_blocking(move || {
+            Peer::answer(&name, message, &peer_settings, negotiation_sink, events_tx)
+        })
+        .await
+        .map_err(|e| WhipError::Negotiation(e.to_string()))?;
         let (peer, mut answer) = match negotiated {
             Ok(done) => done,
             Err(why) => {
