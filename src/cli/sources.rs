@@ -57,10 +57,8 @@ fn sources(ctx: &Ctx<'_>) -> Sources {
 
 async fn app_of(ctx: &Ctx<'_>, id: &str) -> anyhow::Result<String> {
     let source = sources(ctx)
-        .list(None)
+        .find(id)
         .await?
-        .into_iter()
-        .find(|s| s.id == id)
         .ok_or_else(|| not_found(format!("no source with id {id:?}")))?;
     Ok(source.app_id)
 }
@@ -116,9 +114,8 @@ pub(super) async fn run(ctx: &Ctx<'_>, command: SourceCommand) -> anyhow::Result
             print_json(&views)
         }
         SourceCommand::Show { id } => {
-            let app_id = app_of(ctx, &id).await?;
             let source = all
-                .get(&app_id, &id)
+                .find(&id)
                 .await?
                 .ok_or_else(|| not_found(format!("no source with id {id:?}")))?;
             print_json(&source.view())

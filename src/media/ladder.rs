@@ -402,6 +402,7 @@ impl Ladder {
         );
         feeder.arrivals = self.events.arrivals.clone();
         feeder.events = Some(self.events.tx.clone());
+        feeder.keyframe_wanted = Some(self.keyframe_wanted.clone());
         for packet in std::mem::take(&mut discovery.buffered) {
             while feeder.backlogged() {
                 tokio::select! {
@@ -562,6 +563,46 @@ fn min_free_slots(max: usize) -> usize {
     MIN_FREE_EVENT_SLOTS.min(max / 4).max(1)
 }
 
+/// When segments follow the source's keyframes (something copies the
+/// source), a publisher that can be asked for one (WHIP) is asked as each
+/// segment comes due: browsers send keyframes only on request, and without
+/// this the copied rung's segments grow until the long-GOP fallback
+/// re-encodes it. Once per GOP, a frame period or so ahead of the target.
+#[derive(Debug)]
+struct KeyframeAsk {
+    due_ms: i64,
+    last_key_ms: Option<i64>,
+    asked: bool,
+}
+
+/// How far ahead of the segment target the request goes out (a PLI's round trip).
+const ASK_AHEAD_MS: i64 = 100;
+
+impl KeyframeAsk {
+    fn new(segment_target: Duration) -> Self {
+        Self {
+            due_ms: (segment_target.as_millis() as i64 - ASK_AHEAD_MS).max(1),
+            last_key_ms: None,
+            asked: false,
+        }
+    }
+
+    /// True when a keyframe should be asked for now.
+    fn on_frame(&mut self, pts_ms: i64, keyframe: bool) -> bool {
+        if keyframe {
+            self.last_key_ms = Some(pts_ms);
+            self.asked = false;
+            return false;
+        }
+        let due = self.last_key_ms.is_some_and(|key| pts_ms - key >= self.due_ms);
+        if due && !self.asked {
+            self.asked = true;
+            return true;
+        }
+        false
+    }
+}
+
 /// Pushes ingest packets into the appsrcs on one timeline.
 struct Feeder {
     video_src: Option<MediaSrc>,
@@ -588,6 +629,9 @@ struct Feeder {
     long_gop_seen: bool,
     /// Source keyframes do not cut segments: a long GOP costs nothing.
     keys_on_grid: bool,
+    /// Asks the publisher for a keyframe as a segment comes due (see `KeyframeAsk`).
+    ask: KeyframeAsk,
+    keyframe_wanted: Option<Arc<tokio::sync::Notify>>,
     switchable: Vec<std::sync::Arc<super::output::RenditionRouter>>,
     /// Operator warnings raised while pushing, sent by the async loop.
     warnings: Vec<String>,
@@ -626,6 +670,8 @@ impl Feeder {
             long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
             long_gop_seen: false,
             keys_on_grid: built.keys_on_grid,
+            ask: KeyframeAsk::new(segment_target),
+            keyframe_wanted: None,
             switchable: built.switchable.clone(),
             warnings: Vec::new(),
         }
@@ -692,6 +738,11 @@ impl Feeder {
                     buffer.set_pts(pts);
                     if !frame.keyframe {
                         buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
+                    }
+                }
+                if !self.keys_on_grid && self.ask.on_frame(frame.pts_ms, frame.keyframe) {
+                    if let Some(wanted) = &self.keyframe_wanted {
+                        wanted.notify_one();
                     }
                 }
                 if frame.keyframe {
@@ -848,5 +899,26 @@ impl Feeder {
             }
             Err(e) => tracing::warn!(error = %e, "ignoring a bad mid-stream video configuration"),
         }
+    }
+}
+
+#[cfg(test)]
+mod keyframe_ask_tests {
+    use super::*;
+
+    #[test]
+    fn a_keyframe_is_asked_for_once_per_gop_just_before_the_segment_is_due() {
+        let mut ask = KeyframeAsk::new(Duration::from_millis(2000));
+        // Nothing before the first keyframe: the start is asked for elsewhere.
+        assert!(!ask.on_frame(0, false));
+        assert!(!ask.on_frame(33, true));
+        assert!(!ask.on_frame(1900, false));
+        assert!(ask.on_frame(1933, false), "due 100 ms before the 2 s target");
+        assert!(!ask.on_frame(1966, false), "once per GOP");
+        assert!(!ask.on_frame(3000, false));
+        // The keyframe came: the next segment is asked for again.
+        assert!(!ask.on_frame(2000, true));
+        assert!(!ask.on_frame(3866, false));
+        assert!(ask.on_frame(3900, false));
     }
 }

@@ -87,7 +87,12 @@ impl Sources {
     }
 
     pub async fn get(&self, app_id: &str, id: &str) -> Result<Option<Source>, SourceError> {
-        Ok(self.store.source(id).await?.filter(|s| s.app_id == app_id))
+        Ok(self.find(id).await?.filter(|s| s.app_id == app_id))
+    }
+
+    /// By id alone (the CLI, which works across apps).
+    pub async fn find(&self, id: &str) -> Result<Option<Source>, SourceError> {
+        Ok(self.store.source(id).await?)
     }
 
     pub async fn list(&self, app_id: Option<&str>) -> Result<Vec<Source>, SourceError> {

@@ -120,10 +120,13 @@ impl Playing {
             match item {
                 CodecItem::VideoFrame(frame) if Some(frame.stream_id()) == self.video => {
                     let mut out = Vec::with_capacity(2);
-                    if let Some(config) = self.video_config() {
-                        if self.video_announced.as_ref() != Some(&config) {
-                            self.video_announced = Some(config.clone());
-                            out.push(MediaPacket::VideoConfig(config));
+                    // Parameters are read at the first frame and when retina says they changed.
+                    if self.video_announced.is_none() || frame.has_new_parameters() {
+                        if let Some(config) = self.video_config() {
+                            if self.video_announced.as_ref() != Some(&config) {
+                                self.video_announced = Some(config.clone());
+                                out.push(MediaPacket::VideoConfig(config));
+                            }
                         }
                     }
                     if self.video_announced.is_none() {

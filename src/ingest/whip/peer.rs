@@ -67,6 +67,8 @@ pub struct PacketSink {
     last_media_ms: AtomicU64,
     keyframe_seen: AtomicBool,
     video: Mutex<Option<VideoConfig>>,
+    /// The H.264 caps last read (`codec_data` is the avcC).
+    h264_caps: Mutex<Option<gst::Caps>>,
     audio_announced: AtomicBool,
     /// Depayloader sink pads of the video track: a force-key-unit event
     /// pushed upstream from there becomes an RTCP PLI.
@@ -82,6 +84,7 @@ impl PacketSink {
             last_media_ms: AtomicU64::new(0),
             keyframe_seen: AtomicBool::new(false),
             video: Mutex::new(None),
+            h264_caps: Mutex::new(None),
             audio_announced: AtomicBool::new(false),
             video_pads: Mutex::new(Vec::new()),
         })
@@ -168,16 +171,14 @@ impl PacketSink {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         match track {
             Track::H264 => {
-                let avcc = sample
-                    .caps()
-                    .and_then(|c| c.structure(0))
-                    .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
-                    .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(m.as_slice())));
-                let Some(avcc) = avcc else {
+                // The decoder configuration is read only when h264parse sends new caps.
+                if let Some(avcc) = self.new_h264_caps(sample).and_then(|caps| avcc_of(&caps)) {
+                    self.announce_video(VideoConfig::H264 { avcc })?;
+                }
+                if !self.video_announced() {
                     self.counters.discarded();
                     return Ok(gst::FlowSuccess::Ok);
-                };
-                self.announce_video(VideoConfig::H264 { avcc })?;
+                }
                 let dts_ms = running_ms(buffer.dts()).unwrap_or(pts_ms).min(pts_ms);
                 self.video_frame(dts_ms, pts_ms, keyframe, data)
             }
@@ -186,8 +187,7 @@ impl PacketSink {
                 if let Some((width, height)) = size {
                     self.announce_video(VideoConfig::Vp8 { width, height })?;
                 }
-                let announced = self.video.lock().map(|v| v.is_some()).unwrap_or(false);
-                if !announced {
+                if !self.video_announced() {
                     self.counters.discarded();
                     return Ok(gst::FlowSuccess::Ok);
                 }
@@ -200,6 +200,21 @@ impl PacketSink {
                 self.send(MediaPacket::Audio(AudioFrame { pts_ms, data }))
             }
         }
+    }
+
+    fn video_announced(&self) -> bool {
+        self.video.lock().map(|v| v.is_some()).unwrap_or(false)
+    }
+
+    /// The sample's caps if they are not the ones seen last (same object = same caps).
+    fn new_h264_caps(&self, sample: &gst::Sample) -> Option<gst::Caps> {
+        let caps = sample.caps()?;
+        let mut last = self.h264_caps.lock().ok()?;
+        if last.as_ref().is_some_and(|l| l.as_ptr() == caps.as_ptr()) {
+            return None;
+        }
+        *last = Some(caps.to_owned());
+        last.clone()
     }
 
     fn announce_video(&self, config: VideoConfig) -> Result<(), gst::FlowError> {
@@ -233,6 +248,12 @@ impl PacketSink {
             data,
         }))
     }
+}
+
+fn avcc_of(caps: &gst::Caps) -> Option<Bytes> {
+    let codec_data = caps.structure(0)?.get::<gst::Buffer>("codec_data").ok()?;
+    let map = codec_data.map_readable().ok()?;
+    Some(Bytes::copy_from_slice(map.as_slice()))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -207,14 +207,12 @@ mod tests {
         a=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
 
-    fn init() {
-        crate::media::init().expect("gstreamer");
-    }
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     #[test]
-    fn a_browser_offer_is_summarised() {
-        init();
-        let (_, summary) = check_offer(CHROME_OFFER).expect("offer");
+    fn a_browser_offer_is_summarised() -> TestResult {
+        crate::media::init()?;
+        let (_, summary) = check_offer(CHROME_OFFER)?;
         assert_eq!(
             summary,
             OfferSummary {
@@ -224,11 +222,12 @@ mod tests {
                 ice_ufrag: Some("abcd".into()),
             }
         );
+        Ok(())
     }
 
     #[test]
-    fn offers_that_are_not_sdp_or_bring_nothing_usable_are_refused() {
-        init();
+    fn offers_that_are_not_sdp_or_bring_nothing_usable_are_refused() -> TestResult {
+        crate::media::init()?;
         assert!(matches!(check_offer(""), Err(WhipError::BadOffer(_))));
         assert!(matches!(check_offer("hello"), Err(WhipError::BadOffer(_))));
         assert!(matches!(
@@ -244,14 +243,15 @@ mod tests {
         // A client that only wants to receive is not publishing.
         let receive_only = CHROME_OFFER.replace("a=sendonly", "a=recvonly");
         assert_eq!(check_offer(&receive_only).expect_err("recvonly").status(), 406);
+        Ok(())
     }
 
     #[test]
-    fn trickle_fragments_map_mids_and_detect_restarts() {
+    fn trickle_fragments_map_mids_and_detect_restarts() -> TestResult {
         let mids = vec![Some("0".into()), Some("1".into())];
         let text = "a=ice-ufrag:abcd\r\na=ice-pwd:x\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:1\r\n\
             a=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\na=end-of-candidates\r\n";
-        let fragment = parse_fragment(text, &mids).expect("fragment");
+        let fragment = parse_fragment(text, &mids)?;
         assert_eq!(fragment.ice_ufrag.as_deref(), Some("abcd"));
         assert_eq!(
             fragment.candidates,
@@ -270,15 +270,16 @@ mod tests {
             let err = parse_fragment(bad, &mids).expect_err(bad);
             assert_eq!(err.status(), 400, "{bad}: {err}");
         }
+        Ok(())
     }
 
     #[test]
-    fn the_public_address_is_added_beside_each_host_candidate() {
+    fn the_public_address_is_added_beside_each_host_candidate() -> TestResult {
         let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
             a=candidate:1 1 UDP 2015363327 10.0.0.5 50002 typ host\r\n\
             a=candidate:2 1 TCP 1015021823 10.0.0.5 9 typ host tcptype active\r\n\
             a=candidate:3 1 UDP 1679819263 198.51.100.1 50002 typ srflx raddr 10.0.0.5 rport 50002\r\n";
-        let out = add_public_candidates(answer, "203.0.113.7".parse().expect("ip"));
+        let out = add_public_candidates(answer, "203.0.113.7".parse()?);
         let added: Vec<&str> = out.lines().filter(|l| l.contains("203.0.113.7")).collect();
         assert_eq!(
             added,
@@ -286,5 +287,6 @@ mod tests {
         );
         assert!(out.starts_with(answer.lines().next().unwrap_or_default()));
         assert_eq!(out.lines().count(), answer.lines().count() + 1);
+        Ok(())
     }
 }
