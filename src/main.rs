@@ -132,6 +132,10 @@ async fn open_media_stores(config: &Config) -> anyhow::Result<storage::Stores> {
 
 /// How often counted usage is added to the store (what a crash can lose).
 const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// At shutdown: how long publish sessions get to end, and then queued
+/// uploads to land (a bucket that is down would hold the stop for ever).
+const SESSIONS_END_WITHIN: Duration = Duration::from_secs(3);
+const UPLOADS_FLUSH_WITHIN: Duration = Duration::from_secs(5);
 
 struct Webhooks {
     lifecycle: Arc<control::Lifecycle>,
@@ -264,11 +268,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stores.default_store(),
     )
     .with_recorder(Arc::new(recorder.clone()));
-    tokio::spawn(recorder.clone().run(
+    let recorder_stop = CancellationToken::new();
+    let recorder_task = tokio::spawn(recorder.clone().run(
         webhooks.lifecycle.clone(),
         packagers.clone(),
         events.subscribe(),
-        shutdown.clone(),
+        recorder_stop.clone(),
     ));
     let controller = PublishController::new(
         control::gate::Admission {
@@ -375,7 +380,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     let whip = whip_service(&config, Arc::new(controller.clone()), shutdown.clone()).await?;
-    let playback = delivery::PlaybackService::new(packagers, tokens)
+    let playback = delivery::PlaybackService::new(packagers.clone(), tokens)
         .with_viewers(audience)
         .with_vod(Arc::new(recorder.clone()));
     let mut app = delivery::router(playback).merge(control::admin::router(admin));
@@ -402,6 +407,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     controller.kick_all();
+    // Order matters for "nothing lost": sessions end (their last segments go
+    // to the packager and their `stream.disconnected` to the store), queued
+    // uploads land, the recorder files what landed, then the store closes.
+    let still_running = controller.sessions_ended(SESSIONS_END_WITHIN).await;
+    if still_running > 0 {
+        tracing::warn!(sessions = still_running, "publish sessions still running at shutdown");
+    }
+    let left = packagers.flush_uploads(UPLOADS_FLUSH_WITHIN).await;
+    if left.is_empty() {
+        tracing::info!("uploads flushed");
+    } else {
+        tracing::warn!(
+            objects = left.objects,
+            deletes = left.deletes,
+            bytes = left.bytes,
+            "uploads not flushed at shutdown: those objects are not in the store (deletes: left in it)"
+        );
+    }
+    recorder_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), recorder_task).await;
     webhooks.dispatcher.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = rtmp_task.await;

@@ -82,6 +82,16 @@ async fn storage_state(s3: &S3Server, server: &Server) -> String {
     )
 }
 
+/// `app create` with the CLI; the new app's id.
+fn create_app(server: &Server, args: &[&str]) -> String {
+    let mut all = vec!["app", "create"];
+    all.extend_from_slice(args);
+    let out = server.cli(&all);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let app: Value = serde_json::from_slice(&out.stdout).expect("app json");
+    app["id"].as_str().expect("id").to_string()
+}
+
 /// Waits until the stream is live; its first rendition and that media playlist's signed URL.
 async fn live_media_playlist(server: &Server, stream: &StreamInfo) -> (String, String) {
     let master = wait_until_live(server, stream, Duration::from_secs(30)).await;
@@ -209,8 +219,7 @@ async fn cdn_mode_points_playlists_at_the_bucket_and_ffmpeg_plays_through_a_stat
     );
     let cdn_base = format!("http://127.0.0.1:{cdn_port}");
     let server = start(&s3, &[]);
-    let out = server.cli(&["app", "create", "--name", "cdn", "--cdn-base-url", &cdn_base]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    create_app(&server, &["--name", "cdn", "--cdn-base-url", &cdn_base]);
     let stream: StreamInfo = server.create_stream_in("cdn", "cdn", Some("passthrough"));
     let publisher = tiny().publish(&stream.publish_url());
     let (rendition, media_url) = live_media_playlist(&server, &stream).await;
@@ -262,10 +271,7 @@ async fn ready_recording(server: &Server, token: &str, app: &str, count: usize) 
 async fn recordings_are_finalised_at_stream_end_and_after_a_crash_play_and_delete() {
     let s3 = S3Server::start();
     let mut server = start(&s3, &[("PULSE_RECONNECT_WINDOW_SECS", "2")]);
-    let out = server.cli(&["app", "create", "--name", "vod", "--record"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let app: Value = serde_json::from_slice(&out.stdout).expect("app json");
-    let app_id = app["id"].as_str().expect("id").to_string();
+    let app_id = create_app(&server, &["--name", "vod", "--record"]);
     let token = server.global_admin_token();
     let stream = server.create_stream_in("vod", "show", Some("passthrough"));
 
@@ -366,6 +372,102 @@ async fn recordings_are_finalised_at_stream_end_and_after_a_crash_play_and_delet
     assert!(!out.status.success(), "a deleted recording is not found");
     let out = server.cli(&["audit", "--action", "recording.delete", "--actor", "cli"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(crashed_id));
+}
+
+/// `<rendition>/<file>` of every segment a playlist lists.
+fn segment_names(rendition: &str, playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| format!("{rendition}/{}", path_of(l).rsplit('/').next().unwrap_or_default()))
+        .collect()
+}
+
+/// The lifecycle events of one stream, oldest first: (type, data.reason).
+async fn stream_events(server: &Server, token: &str, app: &str, stream_id: &str) -> Vec<(String, String)> {
+    let (status, events) = server
+        .api(
+            token,
+            "GET",
+            &format!("/apps/{app}/events?stream_id={stream_id}&limit=100"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let mut list: Vec<(u64, String, String)> = events
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            (
+                e["sequence"].as_u64().unwrap_or(0),
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["body"]["data"]["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    list.sort();
+    list.into_iter().map(|(_, t, r)| (t, r)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_lands_and_files_the_last_segments_and_tells_the_stream_ended() {
+    let s3 = S3Server::start();
+    let mut server = start(&s3, &[]);
+    let app_id = create_app(&server, &["--name", "keep", "--record"]);
+    let token = server.global_admin_token();
+    let stream = server.create_stream_in("keep", "stop", Some("passthrough"));
+    let publisher = tiny().publish(&stream.publish_url());
+    wait_until_live(&server, &stream, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // SIGTERM while the publisher streams: the open segments are closed,
+    // uploaded and filed before the process exits.
+    let status = server.stop();
+    drop(publisher);
+    let log = server.log();
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(log.contains("uploads flushed"), "{log}");
+    assert!(!log.contains(" ERROR "), "errors while stopping:\n{log}");
+    let in_bucket: Vec<String> = s3
+        .keys(&format!("{}/", stream.id))
+        .into_iter()
+        .filter(|k| k.matches('.').count() == 1 && !k.contains("/init") && !k.contains("/recordings/"))
+        .map(|k| k.split_once('/').map(|(_, rest)| rest.to_string()).unwrap_or(k))
+        .collect();
+    assert!(in_bucket.len() >= 4, "segments in the bucket: {in_bucket:?}");
+
+    // The next start closes the stream and finalises its recording with
+    // every segment that reached the bucket, the last ones included.
+    server.restart();
+    let recording = ready_recording(&server, &token, &app_id, 1).await;
+    let playback = recording["playback_url"].as_str().expect("playback url").to_string();
+    let (status, master) = get_text(&playback).await;
+    assert_eq!(status, 200, "{master}");
+    let base = playback.split("master.m3u8").next().expect("base");
+    let mut recorded = Vec::new();
+    for child in common::playlist::media_uris(&master) {
+        let rendition = path_of(&child).split('/').next().unwrap_or_default().to_string();
+        let (status, media) = get_text(&format!("{base}{child}")).await;
+        assert_eq!(status, 200, "{media}");
+        assert!(!media.contains("#EXT-X-DISCONTINUITY\n"), "no gap: {media}");
+        recorded.extend(segment_names(&rendition, &media));
+    }
+    let missing: Vec<&String> = in_bucket.iter().filter(|k| !recorded.contains(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "segments uploaded at shutdown but not in the recording: {missing:?}\nrecorded: {recorded:?}"
+    );
+
+    let events = stream_events(&server, &token, &app_id, &stream.id).await;
+    let position = |kind: &str, reason: &str| events.iter().position(|(t, r)| t == kind && r == reason);
+    let disconnected = position("stream.disconnected", "server_shutdown");
+    let idle = position("stream.idle", "server_restart");
+    assert!(
+        disconnected.is_some() && idle.is_some() && disconnected < idle,
+        "stopping tells the stream ended, the next start closes it: {events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,7 +27,7 @@ pub enum LifecycleEvent {
         stream_id: String,
         app_id: String,
         session: u64,
-        /// `publisher_left`, `kicked` or `server_restart`.
+        /// `publisher_left`, `kicked`, `server_shutdown` or `server_restart`.
         reason: &'static str,
     },
     Takeover {

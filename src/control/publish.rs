@@ -3,7 +3,7 @@
 //! session ingest → media ladder → HLS packager.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::events::LifecycleEvent;
@@ -68,6 +69,11 @@ pub struct PublishController {
     active: Mutex<HashMap<String, ActivePublish>>,
     idle_timers: Mutex<HashMap<String, JoinHandle<()>>>,
     next_session: AtomicU64,
+    /// Set by [`PublishController::kick_all`]: sessions that end now end
+    /// because the server stops.
+    shutting_down: AtomicBool,
+    /// Every session task, until it has recorded its end.
+    sessions: TaskTracker,
 }
 
 /// Where a publish session reports to.
@@ -103,6 +109,8 @@ impl PublishController {
             active: Mutex::new(HashMap::new()),
             idle_timers: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            sessions: TaskTracker::new(),
         })
     }
 
@@ -173,6 +181,13 @@ impl PublishController {
     }
 
     async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            // Not an auth decision: no event, and the encoder retries elsewhere.
+            return Err(PublishRejection {
+                code: crate::ingest::RejectCode::Rejected,
+                description: "the server is shutting down".to_string(),
+            });
+        }
         let (granted, profile) = match self.authorise(&request).await {
             Ok(ok) => ok,
             Err(denial) => return Err(self.reject(&request, denial).await),
@@ -270,7 +285,7 @@ impl PublishController {
         let this = self.clone();
         let task_kicked = kicked.clone();
         let task_live = live.clone();
-        let task = tokio::spawn(
+        let task = self.sessions.spawn(
             async move {
                 if let Some(old_task) = previous.and_then(|old| old.task) {
                     // The packager serves one session at a time: wait for the old one to let go.
@@ -427,12 +442,19 @@ impl PublishController {
             return;
         }
         let app_id = live.app_id.clone();
+        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
         let event = match outcome {
             Ok(()) => LifecycleEvent::Disconnected {
                 stream_id: stream_id.clone(),
                 app_id: app_id.clone(),
                 session,
-                reason: if was_kicked { "kicked" } else { "publisher_left" },
+                reason: if shutting_down {
+                    "server_shutdown"
+                } else if was_kicked {
+                    "kicked"
+                } else {
+                    "publisher_left"
+                },
             },
             Err(reason) => LifecycleEvent::Failed {
                 stream_id: stream_id.clone(),
@@ -442,6 +464,11 @@ impl PublishController {
             },
         };
         self.lifecycle.record(event).await;
+        if shutting_down {
+            // The next start closes the stream (`stream.idle`, `server_restart`)
+            // and finalises its recording: this process will not see the window out.
+            return;
+        }
         self.start_idle_timer(stream_id, app_id);
     }
 
@@ -508,11 +535,21 @@ impl PublishController {
         }
     }
 
-    /// Stops every publisher (server shutdown).
+    /// Stops every publisher and refuses new ones (server shutdown).
     pub fn kick_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         for active in self.active.lock().values() {
             active.kicked.cancel();
         }
+    }
+
+    /// After [`PublishController::kick_all`]: waits until every session has
+    /// flushed its ladder into the packager and recorded its end, or
+    /// `timeout` passed; how many were still running.
+    pub async fn sessions_ended(&self, timeout: Duration) -> usize {
+        self.sessions.close();
+        let _ = tokio::time::timeout(timeout, self.sessions.wait()).await;
+        self.sessions.len()
     }
 }
 

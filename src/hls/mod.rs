@@ -37,4 +37,4 @@ pub use registry::{Packagers, StreamOptions};
 pub use rendition::RenditionStats;
 pub use settings::HlsSettings;
 pub use stream::{StreamPackager, StreamStats};
-pub use writer::WriterStats;
+pub use writer::{Unflushed, WriterStats};

@@ -1,12 +1,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::recording::RecordingSink;
 use super::settings::HlsSettings;
 use super::stream::StreamPackager;
-use super::writer::{StoreWriter, WriterSettings, WriterStats};
+use super::writer::{StoreWriter, Unflushed, WriterSettings, WriterStats};
 use crate::storage::ObjectStore;
 
 /// Every stream's packager, sharing one settings value, the default store's
@@ -157,6 +158,23 @@ impl Packagers {
 
     pub fn stream_ids(&self) -> Vec<String> {
         self.streams.read().keys().cloned().collect()
+    }
+
+    /// Waits, up to `timeout` in all, for every store's queued uploads and
+    /// deletes (the server's and apps' own); what was left when time ran out.
+    pub async fn flush_uploads(&self, timeout: Duration) -> Unflushed {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut writers = vec![self.writer.clone()];
+        writers.extend(self.writers.lock().values().cloned());
+        let mut left = Unflushed::default();
+        for writer in writers {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let this = writer.flush(remaining).await;
+            left.objects += this.objects;
+            left.deletes += this.deletes;
+            left.bytes += this.bytes;
+        }
+        left
     }
 
     /// Counters of the server's store (apps' own stores are not included).

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -65,6 +65,22 @@ pub struct WriterStats {
     pub cancelled: u64,
     /// Bytes queued and not yet durable.
     pub buffered_bytes: u64,
+}
+
+/// What a flush left behind when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unflushed {
+    /// Puts queued or in flight (and deletes being sent).
+    pub objects: usize,
+    /// Keys waiting for a DeleteObjects.
+    pub deletes: usize,
+    pub bytes: u64,
+}
+
+impl Unflushed {
+    pub fn is_empty(&self) -> bool {
+        self.objects == 0 && self.deletes == 0
+    }
 }
 
 /// How a writer uses its store.
@@ -150,6 +166,11 @@ struct Shared {
 #[derive(Clone)]
 pub(crate) struct StoreWriter {
     shared: Arc<Shared>,
+    /// Workers run while any handle lives (they hold a `Weak` to it).
+    /// Counting `Arc<Shared>` instead raced with the spawn loop: a worker
+    /// that started before its siblings were spawned saw "only workers
+    /// left" and quit, and when all did, nothing was ever uploaded.
+    _owners: Arc<Owners>,
 }
 
 const MEDIA_META_VIDEO: ObjectMeta = ObjectMeta {
@@ -169,6 +190,9 @@ pub(crate) fn media_meta(audio: bool) -> ObjectMeta {
     }
 }
 
+/// The writer handles' share: see `StoreWriter::_owners`.
+struct Owners;
+
 /// DeleteObjects takes up to 1000 keys: one request per retention pass of
 /// many streams.
 const DELETE_BATCH: usize = 1000;
@@ -183,10 +207,11 @@ impl StoreWriter {
             wake: Notify::new(),
             counters: Counters::default(),
         });
+        let owners = Arc::new(Owners);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 for _ in 0..settings.concurrency.max(1) {
-                    handle.spawn(worker(shared.clone()));
+                    handle.spawn(worker(shared.clone(), Arc::downgrade(&owners)));
                 }
             }
             Err(_) => {
@@ -194,7 +219,10 @@ impl StoreWriter {
                 shared.queue.lock().closed = true;
             }
         }
-        Self { shared }
+        Self {
+            shared,
+            _owners: owners,
+        }
     }
 
     pub(crate) fn stores_parts(&self) -> bool {
@@ -313,17 +341,25 @@ impl StoreWriter {
         }
     }
 
-    /// Waits until nothing is queued or in flight (tests only).
-    #[cfg(test)]
-    pub(crate) async fn idle(&self) {
-        for _ in 0..2000 {
-            {
+    /// Waits until nothing is queued or in flight, or `timeout` passed;
+    /// what is still queued then (a shutdown logs it rather than losing it
+    /// silently). Retries keep their back-off, so a store that is down
+    /// holds the flush until the timeout.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Unflushed {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = {
                 let queue = self.shared.queue.lock();
-                if queue.puts.is_empty() && queue.deletes.is_empty() && queue.busy == 0 {
-                    return;
+                Unflushed {
+                    objects: queue.puts.len() + queue.busy,
+                    deletes: queue.deletes.len(),
+                    bytes: queue.buffered as u64,
                 }
+            };
+            if left.is_empty() || tokio::time::Instant::now() >= deadline {
+                return left;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -376,7 +412,7 @@ impl Queue {
 
 /// Takes the next operation, waiting while there is none or the store is
 /// in back-off. None when the writer is gone.
-async fn next_op(shared: &Arc<Shared>) -> Option<Op> {
+async fn next_op(shared: &Arc<Shared>, owners: &Weak<Owners>) -> Option<Op> {
     loop {
         let wait = {
             let mut queue = shared.queue.lock();
@@ -400,9 +436,8 @@ async fn next_op(shared: &Arc<Shared>) -> Option<Op> {
                 }
             }
         };
-        // Only the workers hold `shared` besides writers; all writers gone
-        // and nothing queued: stop.
-        if wait.is_none() && Arc::strong_count(shared) <= shared.settings.concurrency.max(1) {
+        // Every writer handle gone and nothing queued: stop.
+        if wait.is_none() && owners.strong_count() == 0 {
             return None;
         }
         match wait {
@@ -415,8 +450,8 @@ async fn next_op(shared: &Arc<Shared>) -> Option<Op> {
     }
 }
 
-async fn worker(shared: Arc<Shared>) {
-    while let Some(op) = next_op(&shared).await {
+async fn worker(shared: Arc<Shared>, owners: Weak<Owners>) {
+    while let Some(op) = next_op(&shared, &owners).await {
         match op {
             Op::Put(put) => run_put(&shared, put).await,
             Op::Delete(keys) => run_delete(&shared, keys).await,
@@ -612,7 +647,7 @@ mod tests {
         assert!(stats.buffered_bytes <= 1000, "{stats:?}");
         assert!(stats.retries > 0, "the store being down is retried: {stats:?}");
         store.down.store(false, Ordering::SeqCst);
-        w.idle().await;
+        assert!(w.flush(Duration::from_secs(10)).await.is_empty());
         let stored = store.stored.lock().clone();
         assert!(
             stored.contains(&"s/v/1.mp4".to_string()),
@@ -631,6 +666,31 @@ mod tests {
         assert_eq!(w.stats().buffered_bytes, 0);
     }
 
+    /// Workers that start while their siblings are still being spawned
+    /// must not take themselves for orphans: every new writer uploads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_new_writer_keeps_its_workers() {
+        for round in 0..200 {
+            let store = Arc::new(Flaky::default());
+            let w = StoreWriter::spawn(
+                store.clone(),
+                WriterSettings {
+                    concurrency: 8,
+                    buffer_bytes: 1 << 20,
+                    retry_initial: Duration::from_millis(5),
+                    retry_max: Duration::from_millis(20),
+                },
+            );
+            // Let every worker reach its first wait before anything is queued.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let landed = Arc::new(Mutex::new(Vec::new()));
+            put(&w, "s/v/1.mp4", 10, ObjectKind::Segment, &landed);
+            let left = w.flush(Duration::from_secs(3)).await;
+            assert!(left.is_empty(), "writer {round} never uploaded: {left:?}");
+            assert_eq!(*store.stored.lock(), vec!["s/v/1.mp4".to_string()]);
+        }
+    }
+
     #[tokio::test]
     async fn deleting_a_queued_object_cancels_its_upload() {
         let store = Arc::new(Flaky::default());
@@ -643,7 +703,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         w.delete((0..5).map(|i| format!("s/v/{i}.mp4")).collect());
         store.down.store(false, Ordering::SeqCst);
-        w.idle().await;
+        assert!(w.flush(Duration::from_secs(10)).await.is_empty());
         // Whatever was in flight landed and was then deleted; the rest never went.
         let stored = store.stored.lock().clone();
         let deleted = store.deleted.lock().clone();

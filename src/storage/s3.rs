@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
@@ -27,8 +30,9 @@ pub struct S3Settings {
     pub prefix: String,
     /// For S3-compatibles (R2: `https://<account>.r2.cloudflarestorage.com`).
     pub endpoint_url: Option<String>,
-    /// `None`: the AWS chain's region, else `auto` (what R2 expects) when an
-    /// endpoint is set, else `us-east-1`.
+    /// `None` with an endpoint: `AWS_REGION`/`AWS_DEFAULT_REGION` or the
+    /// profile's, else `auto` (what R2 expects); without one: the AWS chain's
+    /// (instance metadata included), else `us-east-1`.
     pub region: Option<String>,
     /// Path-style URLs (`endpoint/bucket/key`), which most S3-compatibles need.
     pub force_path_style: bool,
@@ -60,17 +64,23 @@ impl S3Store {
         if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "pulse-edge config"));
         }
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
+        match (&settings.region, &settings.endpoint_url) {
+            (Some(region), _) => loader = loader.region(Region::new(region.clone())),
+            // An S3-compatible (R2, MinIO) is not in an AWS region: the
+            // environment or a profile may still name one, else R2's `auto`.
+            // The instance metadata service is not asked: off AWS it only
+            // times out (and logs a warning) at every start.
+            (None, Some(_)) => {
+                loader = loader.region(
+                    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                        .or_else(ProfileFileRegionProvider::new())
+                        .or_else(Region::new("auto")),
+                )
+            }
+            (None, None) => {}
         }
         let shared = loader.load().await;
-        let region = shared.region().cloned().unwrap_or_else(|| {
-            Region::new(if settings.endpoint_url.is_some() {
-                "auto"
-            } else {
-                "us-east-1"
-            })
-        });
+        let region = shared.region().cloned().unwrap_or_else(|| Region::new("us-east-1"));
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .operation_attempt_timeout(settings.timeout)
@@ -316,6 +326,33 @@ mod tests {
         assert_eq!(store.describe(), "s3://b/p/ at http://127.0.0.1:9");
         let other = store.with_target("c", "");
         assert_eq!(other.describe(), "s3://c/ at http://127.0.0.1:9");
+    }
+
+    #[tokio::test]
+    async fn an_s3_compatible_without_a_region_gets_auto_not_the_metadata_service() {
+        let settings = S3Settings {
+            bucket: "b".into(),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            access_key_id: Some("a".into()),
+            secret_access_key: Some("s".into()),
+            ..S3Settings::default()
+        };
+        let store = S3Store::new(&settings).await;
+        // The environment may name a region (it wins); without one, R2's `auto`.
+        let expected = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "auto".to_string());
+        assert_eq!(
+            store.client.config().region().map(|r| r.as_ref()),
+            Some(expected.as_str())
+        );
+        let named = S3Store::new(&S3Settings {
+            region: Some("eu-west-3".into()),
+            ..settings
+        })
+        .await;
+        assert_eq!(named.client.config().region().map(|r| r.as_ref()), Some("eu-west-3"));
     }
 
     #[tokio::test]

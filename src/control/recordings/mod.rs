@@ -133,13 +133,14 @@ impl Recorder {
     }
 
     /// Finalises what a previous process left open, then files segments and
-    /// finalises recordings until `shutdown`.
+    /// finalises recordings until `stop`, which a shutdown cancels only
+    /// after the uploads were flushed.
     pub async fn run(
         self,
         lifecycle: Arc<Lifecycle>,
         packagers: Packagers,
         mut events: broadcast::Receiver<LifecycleEvent>,
-        shutdown: CancellationToken,
+        stop: CancellationToken,
     ) {
         let Some(mut rx) = self.inner.rx.lock().take() else {
             tracing::error!("recorder started twice");
@@ -163,7 +164,7 @@ impl Recorder {
         let mut open: HashMap<String, Recording> = HashMap::new();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 event = events.recv() => match event {
                     Ok(LifecycleEvent::Connected { stream_id, app_id, .. }) => {
                         apps.insert(stream_id, app_id);
@@ -180,28 +181,45 @@ impl Recorder {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 msg = rx.recv() => match msg {
-                    Some(Msg::Ladder { stream_id, master }) => {
-                        if let Some(recording) = self.open_for(&mut open, &apps, &stream_id).await {
-                            if let Err(error) = self.inner.recordings.set_recording_master(&recording, &master).await {
-                                tracing::error!(%error, recording, "recording ladder not saved");
-                            }
-                        }
-                    }
-                    Some(Msg::Segment(segment)) => {
-                        if let Some(recording) = self.open_for(&mut open, &apps, &segment.stream_id).await {
-                            if let Err(error) = self.inner.recordings.add_recording_segment(&recording, &segment).await {
-                                tracing::error!(%error, recording, msn = segment.msn, "recording segment not saved");
-                            }
-                        }
-                    }
-                    Some(Msg::Finalize { stream_id }) => {
-                        if let Some(recording) = open.remove(&stream_id) {
-                            let current = self.inner.recordings.recording(&recording.id).await.ok().flatten();
-                            self.finalize(&lifecycle, current.unwrap_or(recording)).await;
-                        }
-                    }
+                    Some(msg) => self.handle(&lifecycle, &mut open, &apps, msg).await,
                     None => break,
                 },
+            }
+        }
+        // Segments that landed while the server was stopping are filed too:
+        // the uploads were flushed before `stop`, so their reports are queued.
+        while let Ok(msg) = rx.try_recv() {
+            self.handle(&lifecycle, &mut open, &apps, msg).await;
+        }
+    }
+
+    async fn handle(
+        &self,
+        lifecycle: &Arc<Lifecycle>,
+        open: &mut HashMap<String, Recording>,
+        apps: &HashMap<String, String>,
+        msg: Msg,
+    ) {
+        match msg {
+            Msg::Ladder { stream_id, master } => {
+                if let Some(recording) = self.open_for(open, apps, &stream_id).await {
+                    if let Err(error) = self.inner.recordings.set_recording_master(&recording, &master).await {
+                        tracing::error!(%error, recording, "recording ladder not saved");
+                    }
+                }
+            }
+            Msg::Segment(segment) => {
+                if let Some(recording) = self.open_for(open, apps, &segment.stream_id).await {
+                    if let Err(error) = self.inner.recordings.add_recording_segment(&recording, &segment).await {
+                        tracing::error!(%error, recording, msn = segment.msn, "recording segment not saved");
+                    }
+                }
+            }
+            Msg::Finalize { stream_id } => {
+                if let Some(recording) = open.remove(&stream_id) {
+                    let current = self.inner.recordings.recording(&recording.id).await.ok().flatten();
+                    self.finalize(lifecycle, current.unwrap_or(recording)).await;
+                }
             }
         }
     }

@@ -36,7 +36,7 @@ async fn memory_and_store_stay_bounded_over_a_long_stream() {
         assert!(r.retained_bytes < 14 * 2 * 5 * 220, "{r:?}");
     }
     assert!(stats.keys_retained <= 6, "{stats:?}");
-    h.packagers.writer.idle().await;
+    h.packagers.writer.flush(Duration::from_secs(10)).await;
     for name in ["720p", "audio"] {
         let in_store = stored(&h, &format!("s1/{name}/"));
         assert_eq!(in_store, held(&h, name), "the store mirrors exactly what is retained");
@@ -52,7 +52,7 @@ async fn store_gets_typed_objects_and_loses_them_on_remove() {
     let mut h = Harness::new(settings());
     h.start_session(vec![video("720p", 720, 2_500_000), audio()], "v1");
     h.segments(2, 5);
-    h.packagers.writer.idle().await;
+    h.packagers.writer.flush(Duration::from_secs(10)).await;
     let m = media_sequence(&h.playlist("720p", PlaylistRequest::default()).await);
     let served = h.packager.segment("720p", m).await.expect("served");
     {
@@ -73,7 +73,7 @@ async fn store_gets_typed_objects_and_loses_them_on_remove() {
     }
     h.packagers.remove("s1");
     assert!(h.packagers.get("s1").is_none());
-    h.packagers.writer.idle().await;
+    h.packagers.writer.flush(Duration::from_secs(10)).await;
     assert!(stored(&h, "s1/").is_empty());
 }
 
@@ -85,7 +85,7 @@ async fn renditions_leaving_the_ladder_are_deleted() {
     h.packager.finish_session();
     h.start_session(vec![video("720p", 720, 2_500_000)], "v1");
     h.segments(1, 5);
-    h.packagers.writer.idle().await;
+    h.packagers.writer.flush(Duration::from_secs(10)).await;
     assert!(stored(&h, "s1/360p/").is_empty());
     assert!(h.packager.segment("360p", 0).await.is_err());
     let master = h.packager.master_playlist("").expect("master");
@@ -252,7 +252,7 @@ async fn old_parts_are_cut_from_the_stored_segment_byte_for_byte() {
         let (packagers, p, first) = publish_over(store.clone(), 3, encrypt);
         let from_memory = all_parts(&p, first).await;
         store.open();
-        packagers.writer.idle().await;
+        packagers.writer.flush(Duration::from_secs(10)).await;
         assert!(!in_memory(body_of(&p, first, Some(3))), "encrypt={encrypt}");
         assert_eq!(all_parts(&p, first).await, from_memory, "encrypt={encrypt}");
     }
@@ -271,7 +271,7 @@ async fn media_is_served_from_memory_until_its_write_lands_then_from_the_store()
     let held_before = p.stats().renditions[0].retained_bytes;
 
     store.open();
-    packagers.writer.idle().await;
+    packagers.writer.flush(Duration::from_secs(10)).await;
     // Durable now: segments and older parts left memory, the newest parts did not.
     for msn in first..first + 3 {
         assert!(!in_memory(body_of(&p, msn, None)), "segment {msn} still in memory");
@@ -318,7 +318,7 @@ async fn failed_writes_keep_media_in_memory() {
     store.fail_puts.store(true, std::sync::atomic::Ordering::SeqCst);
     store.open();
     let (packagers, p, first) = publish_over(store.clone(), 3, true);
-    packagers.writer.idle().await;
+    packagers.writer.flush(Duration::from_secs(10)).await;
     assert!(packagers.writer_stats().failed > 0);
     for msn in first..first + 3 {
         assert!(in_memory(body_of(&p, msn, None)), "segment {msn} must stay in memory");
@@ -337,7 +337,7 @@ async fn a_removed_stream_ignores_late_write_completions() {
     // Pending writes do not keep the packager alive, and landing later is harmless.
     assert!(weak.upgrade().is_none());
     store.open();
-    packagers.writer.idle().await;
+    packagers.writer.flush(Duration::from_secs(10)).await;
     assert!(packagers.get("s1").is_none());
     assert_eq!(packagers.writer_stats().failed, 0);
 }
@@ -360,7 +360,7 @@ async fn a_store_that_is_down_is_retried_until_every_object_lands() {
     assert!(in_memory(body_of(&p, first, None)), "memory serves meanwhile");
     assert!(!p.uploads_settled(), "the stream's uploads are pending");
     store.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    packagers.writer.idle().await;
+    packagers.writer.flush(Duration::from_secs(10)).await;
     assert!(p.uploads_settled());
     let stats = packagers.writer_stats();
     assert_eq!(
@@ -394,7 +394,7 @@ async fn cdn_mode_lists_only_what_the_store_holds_at_absolute_urls() {
         Err(HlsError::Unavailable(_))
     ));
     store.open();
-    packagers.writer.idle().await;
+    packagers.writer.flush(Duration::from_secs(10)).await;
     let text = p
         .media_playlist("720p", PlaylistRequest::default(), "")
         .await
