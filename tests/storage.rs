@@ -383,34 +383,6 @@ fn segment_names(rendition: &str, playlist: &str) -> Vec<String> {
         .collect()
 }
 
-/// The lifecycle events of one stream, oldest first: (type, data.reason).
-async fn stream_events(server: &Server, token: &str, app: &str, stream_id: &str) -> Vec<(String, String)> {
-    let (status, events) = server
-        .api(
-            token,
-            "GET",
-            &format!("/apps/{app}/events?stream_id={stream_id}&limit=100"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{events}");
-    let mut list: Vec<(u64, String, String)> = events
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            (
-                e["sequence"].as_u64().unwrap_or(0),
-                e["type"].as_str().unwrap_or_default().to_string(),
-                e["body"]["data"]["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    list.sort();
-    list.into_iter().map(|(_, t, r)| (t, r)).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_lands_and_files_the_last_segments_and_tells_the_stream_ended() {
     let s3 = S3Server::start();
@@ -460,7 +432,7 @@ async fn a_graceful_stop_lands_and_files_the_last_segments_and_tells_the_stream_
         "segments uploaded at shutdown but not in the recording: {missing:?}\nrecorded: {recorded:?}"
     );
 
-    let events = stream_events(&server, &token, &app_id, &stream.id).await;
+    let events = server.stream_events(&token, &app_id, &stream.id).await;
     let position = |kind: &str, reason: &str| events.iter().position(|(t, r)| t == kind && r == reason);
     let disconnected = position("stream.disconnected", "server_shutdown");
     let idle = position("stream.idle", "server_restart");

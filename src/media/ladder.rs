@@ -571,7 +571,7 @@ fn min_free_slots(max: usize) -> usize {
 #[derive(Debug)]
 struct KeyframeAsk {
     due_ms: i64,
-    last_key_ms: Option<i64>,
+    /// Asked since the last source keyframe.
     asked: bool,
 }
 
@@ -582,19 +582,18 @@ impl KeyframeAsk {
     fn new(segment_target: Duration) -> Self {
         Self {
             due_ms: (segment_target.as_millis() as i64 - ASK_AHEAD_MS).max(1),
-            last_key_ms: None,
             asked: false,
         }
     }
 
-    /// True when a keyframe should be asked for now.
-    fn on_frame(&mut self, pts_ms: i64, keyframe: bool) -> bool {
+    /// True when a keyframe should be asked for now; `last_key_ms` is the
+    /// source keyframe before this frame.
+    fn on_frame(&mut self, pts_ms: i64, keyframe: bool, last_key_ms: Option<i64>) -> bool {
         if keyframe {
-            self.last_key_ms = Some(pts_ms);
             self.asked = false;
             return false;
         }
-        let due = self.last_key_ms.is_some_and(|key| pts_ms - key >= self.due_ms);
+        let due = last_key_ms.is_some_and(|key| pts_ms - key >= self.due_ms);
         if due && !self.asked {
             self.asked = true;
             return true;
@@ -740,7 +739,7 @@ impl Feeder {
                         buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
                     }
                 }
-                if !self.keys_on_grid && self.ask.on_frame(frame.pts_ms, frame.keyframe) {
+                if !self.keys_on_grid && self.ask.on_frame(frame.pts_ms, frame.keyframe, self.last_source_key_ms) {
                     if let Some(wanted) = &self.keyframe_wanted {
                         wanted.notify_one();
                     }
@@ -910,15 +909,17 @@ mod keyframe_ask_tests {
     fn a_keyframe_is_asked_for_once_per_gop_just_before_the_segment_is_due() {
         let mut ask = KeyframeAsk::new(Duration::from_millis(2000));
         // Nothing before the first keyframe: the start is asked for elsewhere.
-        assert!(!ask.on_frame(0, false));
-        assert!(!ask.on_frame(33, true));
-        assert!(!ask.on_frame(1900, false));
-        assert!(ask.on_frame(1933, false), "due 100 ms before the 2 s target");
-        assert!(!ask.on_frame(1966, false), "once per GOP");
-        assert!(!ask.on_frame(3000, false));
+        assert!(!ask.on_frame(0, false, None));
+        assert!(!ask.on_frame(33, true, None));
+        let key = Some(33);
+        assert!(!ask.on_frame(1900, false, key));
+        assert!(ask.on_frame(1933, false, key), "due 100 ms before the 2 s target");
+        assert!(!ask.on_frame(1966, false, key), "once per GOP");
+        assert!(!ask.on_frame(3000, false, key));
         // The keyframe came: the next segment is asked for again.
-        assert!(!ask.on_frame(2000, true));
-        assert!(!ask.on_frame(3866, false));
-        assert!(ask.on_frame(3900, false));
+        assert!(!ask.on_frame(2000, true, key));
+        let key = Some(2000);
+        assert!(!ask.on_frame(3866, false, key));
+        assert!(ask.on_frame(3900, false, key));
     }
 }

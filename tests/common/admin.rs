@@ -31,17 +31,39 @@ impl Server {
 
     /// The lifecycle event types recorded for a stream of the default app, oldest first.
     pub async fn event_types(&self, token: &str, stream_id: &str) -> Vec<String> {
-        let (_, events) = self
+        self.stream_events(token, "app_default", stream_id)
+            .await
+            .into_iter()
+            .map(|(event_type, _)| event_type)
+            .collect()
+    }
+
+    /// A stream's lifecycle events, oldest first: (type, `data.reason`, or "").
+    pub async fn stream_events(&self, token: &str, app: &str, stream_id: &str) -> Vec<(String, String)> {
+        let (status, events) = self
             .api(
                 token,
                 "GET",
-                &format!("/apps/app_default/events?stream_id={stream_id}&limit=100"),
+                &format!("/apps/{app}/events?stream_id={stream_id}&limit=100"),
                 None,
             )
             .await;
-        events
+        assert_eq!(status, 200, "{events}");
+        let mut list: Vec<(u64, String, String)> = events
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["sequence"].as_u64().unwrap_or(0),
+                            e["type"].as_str().unwrap_or_default().to_string(),
+                            e["body"]["data"]["reason"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.sort();
+        list.into_iter().map(|(_, t, r)| (t, r)).collect()
     }
 }
