@@ -35,7 +35,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: run deps test-deps build release test bench bench-quick fmt lint clean
+.PHONY: run deps test-deps build release test bench bench-quick fmt lint clean fuzz
 
 run: deps release
 	./target/release/pulse-edge serve
@@ -87,9 +87,10 @@ bench: test-deps release
 	python3 bench/soak.py --minutes 5 --settle-minutes 1
 	python3 bench/storage.py --repeats 3 --seconds 60 --outage 60
 	python3 bench/whip.py --repeats 3 --seconds 20 --warmup 8 --cpu-seconds 30
+	python3 bench/hostile.py --seconds 30 --workers 4
 
 # Every bench script in its short mode (under a minute): proves the scripts still work.
-BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage whip; do \
+BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage whip hostile; do \
 	  echo "== bench/$$s.py --quick"; python3 bench/$$s.py --quick || exit 1; done
 
 bench-quick: test-deps release
@@ -105,3 +106,32 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# Coverage-guided fuzzing: libFuzzer through cargo-fuzz on the stable toolchain, sanitizer
+# off, every harness in fuzz/fuzz_targets/ for FUZZ_RUNS executions, one target after the
+# other in a single process each. Each run starts from the saved corpus in
+# testdata/fuzz/<target>/ (which `make test` replays, tests/fuzz_corpus.rs) plus a scratch
+# corpus in fuzz/corpus/, and merges back only the inputs that add coverage. A crash stops
+# here; its input is in fuzz/artifacts/<target>/. Its own target dir (fuzz/target), one
+# build job at nice 19, so it does not starve other builds. The instrumented build of the
+# whole crate takes a while the first time.
+# Quick smoke run (about a minute once built): make fuzz FUZZ_RUNS=100000
+# One target: make fuzz FUZZ_TARGETS=rtmp_chunk
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
+FUZZ_BUILD := --sanitizer none --codegen-units 16
+FUZZ_ARGS := -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+fuzz: deps
+	$(call apt_install,g++)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && CARGO_BUILD_JOBS=1 nice -n 19 $(CARGO) fuzz build $(FUZZ_BUILD)
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t: $(FUZZ_RUNS) runs"; mkdir -p corpus/$$t; \
+	  start=$$(date +%s); \
+	  $(CARGO) fuzz run $(FUZZ_BUILD) $$t corpus/$$t ../testdata/fuzz/$$t -- \
+	    -runs=$(FUZZ_RUNS) $(FUZZ_ARGS) 2>&1 | tee corpus/$$t.log | grep -E "^(INFO: Seed|Done [0-9]+ runs|stat::|==[0-9]+==|SUMMARY)|panicked|Test unit written"; \
+	  status=$${PIPESTATUS[0]}; echo "== $$t: exit $$status after $$(( $$(date +%s) - start )) s"; \
+	  [ "$$status" -eq 0 ] || exit $$status; \
+	  $(CARGO) fuzz run $(FUZZ_BUILD) $$t ../testdata/fuzz/$$t corpus/$$t -- -merge=1 >corpus/$$t.merge.log 2>&1 || exit 1; \
+	done

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::keys::Secret;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
@@ -59,6 +61,118 @@ pub struct Config {
     pub viewers: ViewersConfig,
     pub storage: StorageConfig,
     pub recordings: RecordingsConfig,
+    pub media: MediaConfig,
+    pub overload: OverloadConfig,
+}
+
+/// Overload: detecting a ladder that falls behind real time, shedding its
+/// encodes, and admitting transcoding ladders only within a budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// Watch ladders and shed encodes when they fall behind.
+    pub enabled: bool,
+    /// A ladder's speed (output media time per wall time) is judged over this window.
+    pub window_secs: u64,
+    /// Below this speed, with media piling up inside the ladder, it is behind.
+    pub min_speed: f64,
+    /// Media in flight inside a ladder from which the ladder, not the
+    /// publisher, is the bottleneck.
+    pub min_backlog_ms: u64,
+    /// Caught up this long before one shedding step is undone.
+    pub restore_after_secs: u64,
+    /// The most a shed rung's frame rate is divided by.
+    pub max_frame_rate_divisor: u32,
+    /// Transcoding ladders live at once; 0: one per CPU core.
+    pub transcode_budget: usize,
+    /// A publish over the budget: "passthrough" (admitted without encodes)
+    /// or "refuse" (NetStream.Publish.Rejected / WHIP refusal).
+    pub over_budget: String,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_secs: 5,
+            min_speed: 0.95,
+            min_backlog_ms: 1000,
+            restore_after_secs: 15,
+            max_frame_rate_divisor: 8,
+            transcode_budget: 0,
+            over_budget: "passthrough".into(),
+        }
+    }
+}
+
+impl OverloadConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=300).contains(&self.window_secs) || !(1..=3600).contains(&self.restore_after_secs) {
+            return Err(ConfigError::Invalid(
+                "overload.window_secs must be 1-300 and overload.restore_after_secs 1-3600".into(),
+            ));
+        }
+        if !(self.min_speed > 0.0 && self.min_speed <= 1.0) {
+            return Err(ConfigError::Invalid("overload.min_speed must be in (0, 1]".into()));
+        }
+        if !(1..=64).contains(&self.max_frame_rate_divisor) || self.min_backlog_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "overload.max_frame_rate_divisor must be 1-64 and overload.min_backlog_ms at least 1".into(),
+            ));
+        }
+        if !matches!(self.over_budget.as_str(), "passthrough" | "refuse") {
+            return Err(ConfigError::Invalid(format!(
+                "overload.over_budget must be \"passthrough\" or \"refuse\", not {:?}",
+                self.over_budget
+            )));
+        }
+        Ok(())
+    }
+
+    /// The transcode budget with 0 resolved to the core count.
+    pub fn effective_transcode_budget(&self) -> usize {
+        match self.transcode_budget {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Limits of the media stage (the ladder) against what publishers send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// A timestamp step larger than this, either way, on one track is a
+    /// discontinuity: the frame is rebased to just after the previous one.
+    pub max_timestamp_jump_ms: u64,
+    /// Media a ladder buffers while it discovers the tracks (before its
+    /// pipeline exists); reaching it builds with the tracks seen so far.
+    pub discovery_buffer_bytes: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_timestamp_jump_ms: 10_000,
+            discovery_buffer_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(100..=3_600_000).contains(&self.max_timestamp_jump_ms) {
+            return Err(ConfigError::Invalid(
+                "media.max_timestamp_jump_ms must be between 100 and 3600000".into(),
+            ));
+        }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.discovery_buffer_bytes) {
+            return Err(ConfigError::Invalid(
+                "media.discovery_buffer_bytes must be between 65536 and 1073741824".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where media objects go (see `storage/`).
@@ -78,7 +192,7 @@ pub struct StorageConfig {
     pub force_path_style: bool,
     /// Empty: the standard AWS chain (AWS_ACCESS_KEY_ID…, profiles, instance roles).
     pub access_key_id: String,
-    pub secret_access_key: String,
+    pub secret_access_key: Secret,
     /// Per-request timeout.
     pub timeout_secs: u64,
     /// Uploads in flight at once, per bucket.
@@ -97,7 +211,7 @@ impl Default for StorageConfig {
             region: String::new(),
             force_path_style: false,
             access_key_id: String::new(),
-            secret_access_key: String::new(),
+            secret_access_key: Secret::default(),
             timeout_secs: 10,
             concurrency: 8,
             buffer_mib: 256,
@@ -130,6 +244,48 @@ pub struct RtmpConfig {
     pub public_url: String,
     /// Chunk size we announce to publishers.
     pub chunk_size: u32,
+    /// Open RTMP connections, published or not. Over it, a new connection is
+    /// closed before the handshake.
+    pub max_connections: usize,
+    /// Open RTMP connections from one IPv4 address or IPv6 /64 (encoders
+    /// behind one NAT share it; OBS reconnects before the old socket times out).
+    pub max_connections_per_ip: usize,
+    /// From accept to `publish`: a connection that has not asked to publish
+    /// by then is closed.
+    pub publish_timeout_secs: u64,
+    /// Largest RTMP message before a publish is accepted (commands only).
+    pub max_message_size_before_publish: u32,
+    /// Largest RTMP message of an accepted publisher (a keyframe must fit).
+    pub max_message_size: u32,
+    /// Distinct chunk stream ids one connection may use (encoders use < 10).
+    pub max_chunk_streams: usize,
+}
+
+impl RtmpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "rtmp.max_connections and rtmp.max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if !(1..=300).contains(&self.publish_timeout_secs) {
+            return Err(ConfigError::Invalid("rtmp.publish_timeout_secs must be 1-300".into()));
+        }
+        // An RTMP message length is 24 bits.
+        if !(64 * 1024..=0xff_ffff).contains(&self.max_message_size)
+            || !(4096..=self.max_message_size).contains(&self.max_message_size_before_publish)
+        {
+            return Err(ConfigError::Invalid(
+                "rtmp.max_message_size must be 65536-16777215 and rtmp.max_message_size_before_publish \
+                 4096-rtmp.max_message_size"
+                    .into(),
+            ));
+        }
+        if !(8..=65_599).contains(&self.max_chunk_streams) {
+            return Err(ConfigError::Invalid("rtmp.max_chunk_streams must be 8-65599".into()));
+        }
+        Ok(())
+    }
 }
 
 /// WHIP (WebRTC) ingest on the HTTP listener: `POST /whip`.
@@ -150,10 +306,12 @@ pub struct WhipConfig {
     /// offered to clients in a `Link` header. Empty: none.
     pub stun_server: String,
     /// `turn://user:password@host:port` (or `turns://`): a relay, for us and
-    /// for clients. Empty: none.
-    pub turn_server: String,
+    /// for clients. Empty: none. Holds a password, so never printed.
+    pub turn_server: Secret,
     /// Concurrent WHIP sessions; more get 503.
     pub max_sessions: usize,
+    /// Concurrent WHIP sessions from one client IP; more get 503.
+    pub max_sessions_per_ip: usize,
     /// No media for this long ends a session.
     pub idle_timeout_secs: u64,
     /// How long the jitter buffer waits for a retransmission (NACK).
@@ -168,8 +326,9 @@ impl Default for WhipConfig {
             udp_port_min: 0,
             udp_port_max: 0,
             stun_server: String::new(),
-            turn_server: String::new(),
+            turn_server: Secret::default(),
             max_sessions: 64,
+            max_sessions_per_ip: 4,
             idle_timeout_secs: 15,
             jitter_buffer_ms: 200,
         }
@@ -183,8 +342,9 @@ impl WhipConfig {
         if let Some(hostport) = strip_scheme(&self.stun_server, &["stun"]) {
             links.push(format!("<stun:{hostport}>; rel=\"ice-server\""));
         }
-        if let Some(rest) = strip_scheme(&self.turn_server, &["turn", "turns"]) {
-            let scheme = if self.turn_server.starts_with("turns") {
+        let turn_server = self.turn_server.expose();
+        if let Some(rest) = strip_scheme(turn_server, &["turn", "turns"]) {
+            let scheme = if turn_server.starts_with("turns") {
                 "turns"
             } else {
                 "turn"
@@ -231,6 +391,29 @@ fn strip_scheme<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// A connection must send a complete request head within this long of
+    /// being ready for one: of its accept, or of the end of its previous
+    /// response. hyper runs one timer for both, so this is also the
+    /// keep-alive idle timeout.
+    pub header_read_timeout_secs: u64,
+    /// A request (body included) must be answered within this long, or it
+    /// gets 408 and the connection closes. Blocking LL-HLS requests and the
+    /// event feed are exempt: they have their own bounds.
+    pub request_timeout_secs: u64,
+    /// The largest request head (request line and headers) a client may
+    /// send; hyper's read buffer per connection, so it also bounds what an
+    /// idle or trickling connection can make us hold.
+    pub max_request_head_bytes: usize,
+    /// Open HTTP connections at once; more are closed at accept. Keep it
+    /// well below the open-file limit (RTMP, WHIP and files need some).
+    pub max_connections: usize,
+    /// Open HTTP connections per client address (an IPv6 /64 counts as one).
+    /// Behind a CDN or a load balancer every viewer shares its few
+    /// addresses: raise this there.
+    pub max_connections_per_ip: usize,
+    /// Blocking LL-HLS requests (`_HLS_msn`, preload-hinted parts) held at
+    /// once per client address; more are answered 429 at once.
+    pub max_blocking_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -282,6 +465,11 @@ pub struct ViewersConfig {
     pub session_timeout_secs: u64,
     /// Sessions counted at once, across streams; beyond, viewers are served but not counted.
     pub max_sessions: usize,
+    /// New sessions one playback token may open per `session_window_secs`;
+    /// beyond, its master playlist requests get 429. A token is normally
+    /// one viewer: raise this when one token is shared by many.
+    pub max_sessions_per_token: u32,
+    pub session_window_secs: u64,
 }
 
 impl Default for ViewersConfig {
@@ -289,6 +477,8 @@ impl Default for ViewersConfig {
         Self {
             session_timeout_secs: 30,
             max_sessions: 200_000,
+            max_sessions_per_token: 20,
+            session_window_secs: 60,
         }
     }
 }
@@ -365,15 +555,16 @@ fn comma_list(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Who decides whether a publish is allowed.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `embedded` (our store) or `http` (the operator's control plane).
     pub mode: String,
-    /// `http` mode: the URL every publish is POSTed to.
-    pub url: String,
+    /// `http` mode: the URL every publish is POSTed to. It may carry
+    /// credentials (userinfo, a query token), so it is logged without them.
+    pub url: Secret,
     /// `http` mode: the HMAC-SHA256 key the request body is signed with.
-    pub secret: String,
+    pub secret: Secret,
     /// `http` mode: no answer within this denies the publish (fail closed).
     pub timeout_ms: u64,
     /// `http` mode: how long an allow is reused while the control plane is
@@ -384,26 +575,12 @@ pub struct AuthConfig {
     pub failed_attempts_burst: u32,
 }
 
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("mode", &self.mode)
-            .field("url", &self.url)
-            .field("secret", &if self.secret.is_empty() { "" } else { "<redacted>" })
-            .field("timeout_ms", &self.timeout_ms)
-            .field("cache_ttl_secs", &self.cache_ttl_secs)
-            .field("failed_attempts_per_minute", &self.failed_attempts_per_minute)
-            .field("failed_attempts_burst", &self.failed_attempts_burst)
-            .finish()
-    }
-}
-
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             mode: "embedded".into(),
-            url: String::new(),
-            secret: String::new(),
+            url: Secret::default(),
+            secret: Secret::default(),
             timeout_ms: 2000,
             cache_ttl_secs: 0,
             failed_attempts_per_minute: 10,
@@ -431,6 +608,8 @@ impl Default for Config {
             viewers: ViewersConfig::default(),
             storage: StorageConfig::default(),
             recordings: RecordingsConfig::default(),
+            media: MediaConfig::default(),
+            overload: OverloadConfig::default(),
         }
     }
 }
@@ -441,7 +620,36 @@ impl Default for RtmpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             public_url: String::new(),
             chunk_size: 4096,
+            max_connections: 1000,
+            max_connections_per_ip: 32,
+            publish_timeout_secs: 10,
+            max_message_size_before_publish: 64 * 1024,
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
         }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=300).contains(&self.header_read_timeout_secs) || !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_secs must be 1-300 and http.request_timeout_secs 1-3600".into(),
+            ));
+        }
+        // hyper refuses a read buffer under 8 KiB.
+        if !(8192..=1024 * 1024).contains(&self.max_request_head_bytes) {
+            return Err(ConfigError::Invalid(
+                "http.max_request_head_bytes must be between 8192 and 1048576".into(),
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.max_blocking_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections, http.max_connections_per_ip and http.max_blocking_per_ip must be at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -449,6 +657,12 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_request_head_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_blocking_per_ip: 100,
         }
     }
 }
@@ -541,9 +755,13 @@ impl Config {
                 "whip.udp_port_min and whip.udp_port_max: both 0 (any port) or a range with min <= max".into(),
             ));
         }
-        if w.max_sessions == 0 || w.idle_timeout_secs == 0 || !(20..=5000).contains(&w.jitter_buffer_ms) {
+        if w.max_sessions == 0
+            || w.max_sessions_per_ip == 0
+            || w.idle_timeout_secs == 0
+            || !(20..=5000).contains(&w.jitter_buffer_ms)
+        {
             return Err(ConfigError::Invalid(
-                "whip.max_sessions and whip.idle_timeout_secs must be at least 1, whip.jitter_buffer_ms 20-5000".into(),
+                "whip.max_sessions, whip.max_sessions_per_ip and whip.idle_timeout_secs must be at least 1, whip.jitter_buffer_ms 20-5000".into(),
             ));
         }
         if !w.stun_server.is_empty() && strip_scheme(&w.stun_server, &["stun"]).is_none() {
@@ -551,7 +769,7 @@ impl Config {
                 "whip.stun_server must look like stun://host:port".into(),
             ));
         }
-        if !w.turn_server.is_empty() && strip_scheme(&w.turn_server, &["turn", "turns"]).is_none() {
+        if !w.turn_server.is_empty() && strip_scheme(w.turn_server.expose(), &["turn", "turns"]).is_none() {
             return Err(ConfigError::Invalid(
                 "whip.turn_server must look like turn://user:password@host:port".into(),
             ));
@@ -585,12 +803,12 @@ impl Config {
         match a.mode.as_str() {
             "embedded" => {}
             "http" => {
-                if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                if !(a.url.expose().starts_with("http://") || a.url.expose().starts_with("https://")) {
                     return Err(ConfigError::Invalid(
                         "auth.mode = \"http\" needs auth.url (http:// or https://)".into(),
                     ));
                 }
-                if a.secret.len() < 16 {
+                if a.secret.expose().len() < 16 {
                     return Err(ConfigError::Invalid(
                         "auth.mode = \"http\" needs auth.secret of at least 16 characters (the HMAC key)".into(),
                     ));
@@ -622,6 +840,15 @@ impl Config {
                 "viewers.session_timeout_secs must be 1-3600 and viewers.max_sessions at least 1".into(),
             ));
         }
+        if self.viewers.max_sessions_per_token == 0 || !(1..=86_400).contains(&self.viewers.session_window_secs) {
+            return Err(ConfigError::Invalid(
+                "viewers.max_sessions_per_token must be at least 1 and viewers.session_window_secs 1-86400".into(),
+            ));
+        }
+        self.http.validate()?;
+        self.media.validate()?;
+        self.overload.validate()?;
+        self.rtmp.validate()?;
         self.webhooks.allowed_networks()?;
         self.webhooks.retry_schedule()?;
         if !(1..=300).contains(&self.webhooks.timeout_secs)
@@ -751,7 +978,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            WhipConfig::webrtcbin_server(&c.whip.turn_server, &["turns", "turn"]).as_deref(),
+            WhipConfig::webrtcbin_server(c.whip.turn_server.expose(), &["turns", "turn"]).as_deref(),
             Some("turns://alice:s3cret@turn.example.net:5349")
         );
         assert_eq!(
@@ -832,6 +1059,33 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_holds_no_secret() {
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_AUTH_MODE", "http"),
+                ("PULSE_AUTH_URL", "https://cp:url-pa55@cp.local/auth?t=url-t0ken"),
+                ("PULSE_AUTH_SECRET", "a-long-shared-secret-value"),
+                ("PULSE_STORAGE_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("PULSE_STORAGE_SECRET_ACCESS_KEY", "s3-secret-key-value"),
+                ("PULSE_WHIP_TURN_SERVER", "turn://alice:turn-pa55@turn.example.net:3478"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.storage.secret_access_key.expose(), "s3-secret-key-value");
+        let printed = format!("{c:?} {:?} {:?} {:?}", c.auth, c.storage, c.whip);
+        for secret in [
+            "url-pa55",
+            "url-t0ken",
+            "a-long-shared-secret-value",
+            "s3-secret-key-value",
+            "turn-pa55",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named_in_the_error() {
         let err = Config::from_layers(None, &env(&[("PULSE_HLS_PART_TARGET_MS", "fast")])).expect_err("must fail");
         assert!(err.to_string().contains("PULSE_HLS_PART_TARGET_MS"), "{err}");
@@ -843,6 +1097,36 @@ mod tests {
         );
         let err = Config::from_layers(None, &env(&[("PULSE_RTMP_LISTEN", "nope")])).expect_err("bad addr");
         assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn rtmp_limits_have_defaults_env_names_and_bounds() {
+        let c = Config::from_layers(None, &[]).expect("defaults");
+        assert_eq!((c.rtmp.max_connections, c.rtmp.max_connections_per_ip), (1000, 32));
+        assert_eq!(c.rtmp.publish_timeout_secs, 10);
+        assert_eq!(c.rtmp.max_message_size_before_publish, 65536);
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_RTMP_MAX_CONNECTIONS_PER_IP", "4"),
+                ("PULSE_RTMP_PUBLISH_TIMEOUT_SECS", "3"),
+                ("PULSE_RTMP_MAX_CHUNK_STREAMS", "16"),
+            ]),
+        )
+        .expect("env");
+        assert_eq!(c.rtmp.max_connections_per_ip, 4);
+        assert_eq!(c.rtmp.publish_timeout_secs, 3);
+        assert_eq!(c.rtmp.max_chunk_streams, 16);
+        for bad in [
+            ("PULSE_RTMP_MAX_CONNECTIONS", "0"),
+            ("PULSE_RTMP_PUBLISH_TIMEOUT_SECS", "0"),
+            ("PULSE_RTMP_MAX_MESSAGE_SIZE_BEFORE_PUBLISH", "16777215"),
+            ("PULSE_RTMP_MAX_MESSAGE_SIZE", "16777216"),
+            ("PULSE_RTMP_MAX_CHUNK_STREAMS", "70000"),
+        ] {
+            let err = Config::from_layers(None, &env(&[bad])).expect_err("out of bounds");
+            assert!(err.to_string().contains("rtmp."), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -885,5 +1169,41 @@ mod tests {
         assert!(err.to_string().contains("webhooks.allow_networks"), "{err}");
         let err = Config::from_layers(None, &env(&[("PULSE_WEBHOOKS_RETRY_SCHEDULE_SECS", "soon")])).expect_err("bad");
         assert!(err.to_string().contains("retry_schedule_secs"), "{err}");
+    }
+
+    #[test]
+    fn http_and_viewer_limits_have_defaults_env_names_and_bounds() {
+        let c = Config::from_layers(None, &[]).expect("defaults");
+        assert_eq!((c.http.header_read_timeout_secs, c.http.request_timeout_secs), (10, 30));
+        assert_eq!(c.http.max_connections, 10_000);
+        assert_eq!(c.http.max_connections_per_ip, 256);
+        assert_eq!(c.http.max_blocking_per_ip, 100);
+        assert_eq!(c.viewers.max_sessions_per_token, 20);
+        assert_eq!(c.viewers.session_window_secs, 60);
+        let c = Config::from_layers(
+            None,
+            &env(&[
+                ("PULSE_HTTP_MAX_CONNECTIONS_PER_IP", "5000"),
+                ("PULSE_HTTP_HEADER_READ_TIMEOUT_SECS", "5"),
+                ("PULSE_VIEWERS_MAX_SESSIONS_PER_TOKEN", "1000"),
+            ]),
+        )
+        .expect("env");
+        assert_eq!(c.http.max_connections_per_ip, 5000);
+        assert_eq!(c.http.header_read_timeout_secs, 5);
+        assert_eq!(c.viewers.max_sessions_per_token, 1000);
+        for bad in [
+            "PULSE_HTTP_HEADER_READ_TIMEOUT_SECS",
+            "PULSE_HTTP_REQUEST_TIMEOUT_SECS",
+            "PULSE_HTTP_MAX_REQUEST_HEAD_BYTES",
+            "PULSE_HTTP_MAX_CONNECTIONS",
+            "PULSE_HTTP_MAX_CONNECTIONS_PER_IP",
+            "PULSE_HTTP_MAX_BLOCKING_PER_IP",
+            "PULSE_VIEWERS_MAX_SESSIONS_PER_TOKEN",
+            "PULSE_VIEWERS_SESSION_WINDOW_SECS",
+        ] {
+            let err = Config::from_layers(None, &env(&[(bad, "0")])).expect_err(bad);
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
     }
 }

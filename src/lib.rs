@@ -6,6 +6,8 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod hls;
+pub mod httpd;
 pub mod ingest;
+pub mod logging;
 pub mod media;
 pub mod storage;

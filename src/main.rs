@@ -33,7 +33,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve,
+    Serve {
+        /// Print the demo stream's key even when stdout is not a terminal
+        /// (it then lands in journald or `docker logs`).
+        #[arg(long)]
+        demo: bool,
+    },
     #[command(flatten)]
     Local(cli::LocalCommand),
 }
@@ -57,7 +62,7 @@ fn run() -> anyhow::Result<()> {
         .context("starting tokio")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve { demo } => serve(config, demo).await,
             Command::Local(command) => cli::run(&config, command).await,
         }
     })
@@ -86,8 +91,8 @@ fn tokens_for(config: &Config) -> anyhow::Result<PlaybackTokens> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Mode 0700, and key files 0600: they and the database hold secrets.
+    control::store::permissions::secure_data_dir(&config.data_dir)?;
     Ok(SqliteStore::open(&config.db_path()).await?)
 }
 
@@ -118,7 +123,7 @@ async fn open_media_stores(config: &Config) -> anyhow::Result<storage::Stores> {
         region: set(&s.region),
         force_path_style: s.force_path_style,
         access_key_id: set(&s.access_key_id),
-        secret_access_key: set(&s.secret_access_key),
+        secret_access_key: (!s.secret_access_key.is_empty()).then(|| s.secret_access_key.clone()),
         timeout: Duration::from_secs(s.timeout_secs),
     })
     .await;
@@ -195,7 +200,7 @@ async fn start_webhooks(
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -233,6 +238,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         control::viewers::ViewerSettings {
             session_timeout: Duration::from_secs(config.viewers.session_timeout_secs),
             max_sessions: config.viewers.max_sessions,
+            max_sessions_per_token: config.viewers.max_sessions_per_token,
+            token_window: Duration::from_secs(config.viewers.session_window_secs),
             ..control::viewers::ViewerSettings::default()
         },
         usage.clone(),
@@ -277,7 +284,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let controller = PublishController::new(
         control::gate::Admission {
-            authorizer: authorizer(&config, &store)?,
+            authorizer: authorizer(&config, &store).await?,
             limiter: control::gate::FailureLimiter::new(control::gate::LimiterSettings {
                 failures_per_minute: config.auth.failed_attempts_per_minute,
                 burst: config.auth.failed_attempts_burst,
@@ -292,9 +299,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 part_target,
                 segment_target,
                 timeline_offset: Duration::ZERO,
+                max_timestamp_jump: Duration::from_millis(config.media.max_timestamp_jump_ms),
+                discovery_max_bytes: config.media.discovery_buffer_bytes,
+                overload: media::OverloadSettings {
+                    enabled: config.overload.enabled,
+                    window: Duration::from_secs(config.overload.window_secs),
+                    min_speed: config.overload.min_speed,
+                    min_backlog: Duration::from_millis(config.overload.min_backlog_ms),
+                    restore_after: Duration::from_secs(config.overload.restore_after_secs),
+                    max_divisor: config.overload.max_frame_rate_divisor,
+                },
             },
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),
             stores,
+            transcode_budget: config.overload.effective_transcode_budget(),
+            refuse_over_budget: config.overload.over_budget == "refuse",
         },
         tokens.clone(),
         control::PublishReporting {
@@ -308,12 +327,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ingest::rtmp::RtmpSettings {
             listen: config.rtmp.listen,
             chunk_size: config.rtmp.chunk_size,
+            max_connections: config.rtmp.max_connections,
+            max_connections_per_ip: config.rtmp.max_connections_per_ip,
+            publish_timeout: std::time::Duration::from_secs(config.rtmp.publish_timeout_secs),
+            max_message_size_before_publish: config.rtmp.max_message_size_before_publish,
+            max_message_size: config.rtmp.max_message_size,
+            max_chunk_streams: config.rtmp.max_chunk_streams,
+            // The ladder rebases at the same threshold (validated <= 1 h).
+            max_timestamp_jump_ms: u32::try_from(config.media.max_timestamp_jump_ms).unwrap_or(u32::MAX),
             ..ingest::rtmp::RtmpSettings::default()
         },
         Arc::new(controller.clone()),
     )
     .await
     .with_context(|| format!("binding RTMP on {}", config.rtmp.listen))?;
+    // Both listeners' caps draw on the same descriptors.
+    pulse_edge::httpd::check_open_file_limit(config.http.max_connections.saturating_add(config.rtmp.max_connections));
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
@@ -337,11 +366,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(config.playback.default_token_ttl_secs),
         )?;
         let rtmp_url = config.public_rtmp_base();
-        println!("\nCreated a demo stream (the key is shown only this once):");
-        println!("  RTMP URL:     {rtmp_url}");
-        println!("  Stream key:   {key}");
-        println!("  Playback URL: {url}");
-        println!("  Try: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -f flv {rtmp_url}/{key}\n");
+        let show_key = cli::demo::shows_key(demo, std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        let demo = cli::demo::DemoStream {
+            stream_id: &stream.id,
+            key: &key,
+            rtmp_url: &rtmp_url,
+            playback_url: &url,
+        };
+        println!("{}", cli::demo::banner(&demo, show_key));
     } else {
         println!(
             "\npulse-edge is up: RTMP {}  HTTP {}",
@@ -382,26 +414,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let whip = whip_service(&config, Arc::new(controller.clone()), shutdown.clone()).await?;
     let playback = delivery::PlaybackService::new(packagers.clone(), tokens)
         .with_viewers(audience)
-        .with_vod(Arc::new(recorder.clone()));
+        .with_vod(Arc::new(recorder.clone()))
+        .with_blocking_cap(config.http.max_blocking_per_ip);
     let mut app = delivery::router(playback).merge(control::admin::router(admin));
     if let Some(whip) = whip {
         app = app.merge(ingest::whip::router(whip));
     }
-    let app = app
-        .route(
-            "/metrics",
-            axum::routing::get(control::metrics::serve_metrics).with_state(metrics.clone()),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            control::metrics::track_http,
-        ));
-    let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-    });
+    let app = app.route(
+        "/metrics",
+        axum::routing::get(control::metrics::serve_metrics).with_state(metrics.clone()),
+    );
+    // Inside the metrics layer, so that a 408 is counted like any answer.
+    let app = pulse_edge::httpd::with_request_timeout(
+        app,
+        Duration::from_secs(config.http.request_timeout_secs),
+        delivery::LONG_LIVED_ROUTES,
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        metrics,
+        control::metrics::track_http,
+    ));
+    let listener_settings = pulse_edge::httpd::ListenerSettings {
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+        max_head_bytes: config.http.max_request_head_bytes,
+        max_connections: config.http.max_connections,
+        max_connections_per_ip: config.http.max_connections_per_ip,
+    };
+    let http_task = tokio::spawn(pulse_edge::httpd::serve(http, app, listener_settings, shutdown.clone()));
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -464,13 +503,15 @@ async fn whip_service(
     let settings = ingest::whip::WhipSettings {
         peer: ingest::whip::PeerSettings {
             stun_server: pulse_edge::config::WhipConfig::webrtcbin_server(&w.stun_server, &["stun"]),
-            turn_server: pulse_edge::config::WhipConfig::webrtcbin_server(&w.turn_server, &["turns", "turn"]),
+            turn_server: pulse_edge::config::WhipConfig::webrtcbin_server(w.turn_server.expose(), &["turns", "turn"])
+                .map(Into::into),
             port_range: w.port_range(),
             jitter_latency_ms: w.jitter_buffer_ms,
             gather_timeout: Duration::from_secs(5),
         },
         public_ip,
         max_sessions: w.max_sessions,
+        max_sessions_per_ip: w.max_sessions_per_ip,
         idle_timeout: Duration::from_secs(w.idle_timeout_secs),
         ice_server_links: w.ice_server_links(),
         ..ingest::whip::WhipSettings::default()
@@ -480,20 +521,23 @@ async fn whip_service(
 }
 
 /// The embedded store, or the operator's control plane (`auth.mode = "http"`).
-fn authorizer(config: &Config, store: &SqliteStore) -> anyhow::Result<Arc<dyn control::gate::PublishAuthorizer>> {
+async fn authorizer(config: &Config, store: &SqliteStore) -> anyhow::Result<Arc<dyn control::gate::PublishAuthorizer>> {
     if config.auth.mode != "http" {
         return Ok(Arc::new(control::gate::EmbeddedAuthorizer::new(Arc::new(
             store.clone(),
         ))));
     }
+    let legacy = store.legacy_derived_stream_ids().await?.into_iter().collect();
+    let stream_ids = control::keys::StreamIdKey::load_or_create(&config.data_dir, legacy)?;
     let http = control::gate::HttpAuthorizer::new(control::gate::HttpAuthSettings {
         url: config.auth.url.clone(),
         secret: config.auth.secret.clone(),
         timeout: Duration::from_millis(config.auth.timeout_ms),
         cache_ttl: Duration::from_secs(config.auth.cache_ttl_secs),
+        stream_ids,
     })
     .context("building the auth callback client")?;
-    tracing::info!(url = %config.auth.url, timeout_ms = config.auth.timeout_ms, cache_ttl_secs = config.auth.cache_ttl_secs, "publishes are authorised by the external control plane");
+    tracing::info!(url = %http.loggable_url(), timeout_ms = config.auth.timeout_ms, cache_ttl_secs = config.auth.cache_ttl_secs, "publishes are authorised by the external control plane");
     Ok(Arc::new(http))
 }
 

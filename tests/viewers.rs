@@ -22,8 +22,15 @@ fn tiny() -> Source {
     }
 }
 
+/// The simulated players share one token and one address (as viewers
+/// behind a CDN would), so the per-token and per-address caps are raised.
 fn start_server() -> Server {
-    Server::start_with(&[("PULSE_VIEWERS_SESSION_TIMEOUT_SECS", "5")])
+    Server::start_with(&[
+        ("PULSE_VIEWERS_SESSION_TIMEOUT_SECS", "5"),
+        ("PULSE_VIEWERS_MAX_SESSIONS_PER_TOKEN", "1000"),
+        ("PULSE_HTTP_MAX_BLOCKING_PER_IP", "1000"),
+        ("PULSE_HTTP_MAX_CONNECTIONS_PER_IP", "4000"),
+    ])
 }
 
 /// A player as the protocol has it: the signed master once, then the first

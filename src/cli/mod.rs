@@ -8,6 +8,7 @@
 
 mod apps;
 mod audit;
+pub mod demo;
 mod keys;
 mod recordings;
 mod sources;

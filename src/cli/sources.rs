@@ -92,7 +92,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, command: SourceCommand) -> anyhow::Result
                         &app.id,
                         NewSource {
                             name,
-                            url,
+                            url: url.into(),
                             transport,
                             profile,
                         },

@@ -14,8 +14,8 @@ use super::lifecycle::Lifecycle;
 use super::metrics::Metrics;
 use super::tokens::PlaybackTokens;
 use super::usage::UsageMeter;
-use super::viewers::{ViewerCount, ViewerSettings, ViewerTracker};
-use crate::delivery::ViewerReporter;
+use super::viewers::{ViewerCount, ViewerSettings, ViewerTracker, Visit};
+use crate::delivery::{SessionsExhausted, ViewerReporter};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const COUNTS_FEED: usize = 256;
@@ -99,15 +99,29 @@ impl Audience {
 }
 
 impl ViewerReporter for Audience {
-    fn session_started(&self, stream_id: &str) -> Option<String> {
-        let app_id = self.tokens.app_of(stream_id)?;
-        self.tracker.start(stream_id, &app_id, Instant::now())
+    fn session_started(&self, stream_id: &str, token: &str) -> Result<Option<String>, SessionsExhausted> {
+        let Some(app_id) = self.tokens.app_of(stream_id) else {
+            return Ok(None);
+        };
+        self.tracker.start(stream_id, &app_id, token, Instant::now())
     }
 
-    fn playlist_requested(&self, session: &str, stream_id: &str, rendition: &str, is_alternate: &dyn Fn() -> bool) {
+    fn playlist_requested(
+        &self,
+        session: &str,
+        stream_id: &str,
+        token: &str,
+        rendition: &str,
+        is_alternate: &dyn Fn() -> bool,
+    ) {
+        let visit = Visit {
+            session,
+            stream_id,
+            token,
+            rendition,
+        };
         let app_of = || self.tokens.app_of(stream_id);
-        self.tracker
-            .touch(session, stream_id, app_of, rendition, is_alternate, Instant::now());
+        self.tracker.touch(visit, app_of, is_alternate, Instant::now());
     }
 
     fn delivered(&self, stream_id: &str, bytes: u64) {

@@ -49,6 +49,22 @@ pub enum LifecycleEvent {
         session: u64,
         message: String,
     },
+    /// The ladder fell behind real time and sheds encodes (see `media::overload`).
+    Degraded {
+        stream_id: String,
+        app_id: String,
+        session: u64,
+        /// Output media time per wall time over the judged window.
+        speed: f64,
+        /// Renditions encoded at a reduced frame rate, with the divisor.
+        shed: Vec<(String, u32)>,
+    },
+    /// The ladder keeps up again with every rendition at its full rate.
+    Recovered {
+        stream_id: String,
+        app_id: String,
+        session: u64,
+    },
     Rejected {
         /// Known when the key belongs to a stream (a disabled one, an app at
         /// its limit); a key we do not know names nobody.
@@ -133,6 +149,15 @@ pub async fn log_events(mut rx: broadcast::Receiver<LifecycleEvent>) {
                 tracing::warn!(key = stream_key_prefix, protocol, %client, code, %reason, "publish rejected")
             }
             Ok(LifecycleEvent::ViewersUpdated { .. }) => {}
+            Ok(LifecycleEvent::Degraded {
+                stream_id,
+                session,
+                speed,
+                shed,
+                ..
+            }) => {
+                tracing::warn!(stream_id, session, speed, ?shed, "stream degraded: behind real time")
+            }
             Ok(event) => tracing::info!(?event, "lifecycle"),
             Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "event log lagged"),
             Err(broadcast::error::RecvError::Closed) => return,

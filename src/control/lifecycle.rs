@@ -195,6 +195,37 @@ fn outbox_event(event: &LifecycleEvent, reconnect_window: Duration) -> Option<Ne
             json!({ "session": session, "reason": reason }),
         ),
         L::Warning { .. } => return None,
+        L::Degraded {
+            stream_id,
+            app_id,
+            session,
+            speed,
+            shed,
+        } => stream_event(
+            EventType::StreamDegraded,
+            stream_id,
+            app_id,
+            None,
+            json!({
+                "session": session,
+                "speed": (speed * 100.0).round() / 100.0,
+                "shed": shed
+                    .iter()
+                    .map(|(rendition, divisor)| json!({ "rendition": rendition, "frame_rate_divisor": divisor }))
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        L::Recovered {
+            stream_id,
+            app_id,
+            session,
+        } => stream_event(
+            EventType::StreamRecovered,
+            stream_id,
+            app_id,
+            None,
+            json!({ "session": session }),
+        ),
         // A key we do not know names no app: no endpoint may hear of it, and
         // recording it would let anyone spraying keys grow the store.
         L::Rejected { stream: None, .. } => return None,

@@ -26,6 +26,8 @@ const PROTOCOLS: [&str; 1] = ["rtmp"];
 pub struct Metrics {
     registry: Registry,
     pub streams_live: IntGauge,
+    /// Streams whose ladder is behind real time and shedding encodes.
+    pub streams_degraded: IntGauge,
     pub ingest_bytes: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
@@ -45,6 +47,10 @@ impl Metrics {
     pub fn new() -> Result<Arc<Self>, MetricsError> {
         let registry = Registry::new();
         let streams_live = IntGauge::new("pulse_streams_live", "Streams with a publisher right now")?;
+        let streams_degraded = IntGauge::new(
+            "pulse_streams_degraded",
+            "Streams whose ladder is behind real time and sheds encodes (stream.degraded until stream.recovered)",
+        )?;
         let ingest_bytes = IntCounterVec::new(
             Opts::new("pulse_ingest_bytes_total", "Bytes received from publishers"),
             &["protocol"],
@@ -87,6 +93,7 @@ impl Metrics {
             auth_failures.with_label_values(&[reason.as_str()]);
         }
         registry.register(Box::new(streams_live.clone()))?;
+        registry.register(Box::new(streams_degraded.clone()))?;
         registry.register(Box::new(ingest_bytes.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -108,6 +115,7 @@ impl Metrics {
         Ok(Arc::new(Self {
             registry,
             streams_live,
+            streams_degraded,
             ingest_bytes,
             http_requests,
             http_duration,

@@ -44,6 +44,56 @@ pub struct PublishSettings {
     pub reconnect_window: Duration,
     /// Where media goes (an app may name its own bucket).
     pub stores: crate::storage::Stores,
+    /// Transcoding ladders live at once (`overload.transcode_budget`).
+    pub transcode_budget: usize,
+    /// Over the budget: refuse the publish instead of admitting it
+    /// passthrough-only (`overload.over_budget = "refuse"`).
+    pub refuse_over_budget: bool,
+}
+
+/// How a publish fits the transcode budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeAdmission {
+    /// Within the budget (or nothing to encode): the profile as it is.
+    AsProfiled,
+    /// Over the budget: the source is only repackaged.
+    PassthroughOnly,
+    Refused,
+}
+
+/// Whether a profile costs decode/encode CPU: any encoded rung, or the
+/// long-GOP fallback (which decodes all the time to be ready).
+pub fn profile_transcodes(profile: &LadderProfile) -> bool {
+    !profile.rungs.is_empty() || profile.long_gop_fallback || !profile.passthrough
+}
+
+/// The admission decision, given how many other transcoding ladders are live.
+pub fn admit_transcode(transcodes: bool, others_transcoding: usize, budget: usize, refuse: bool) -> TranscodeAdmission {
+    if !transcodes || others_transcoding < budget {
+        TranscodeAdmission::AsProfiled
+    } else if refuse {
+        TranscodeAdmission::Refused
+    } else {
+        TranscodeAdmission::PassthroughOnly
+    }
+}
+
+/// The profile stripped to a copy of the source. A source that cannot be
+/// copied (VP8, H.265) is still encoded once, at its own size: the least a
+/// player can take.
+fn passthrough_only(profile: LadderProfile) -> LadderProfile {
+    LadderProfile {
+        passthrough: true,
+        long_gop_fallback: false,
+        rungs: Vec::new(),
+        ..profile
+    }
+}
+
+/// Why a publish was not admitted under the active-streams lock.
+enum Crowded {
+    AppLimit(u32),
+    TranscodeBudget(usize),
 }
 
 struct ActivePublish {
@@ -52,6 +102,8 @@ struct ActivePublish {
     kicked: CancellationToken,
     /// Set right after the session task is spawned.
     task: Option<JoinHandle<()>>,
+    /// Counts against the transcode budget.
+    transcoding: bool,
 }
 
 pub struct PublishController {
@@ -180,15 +232,45 @@ impl PublishController {
         }
     }
 
+    /// A publish refused because the live transcoding ladders fill the
+    /// budget: the app hears of it (`stream.rejected`, code
+    /// `transcode_budget`), the publisher gets `Rejected`.
+    async fn refuse_over_budget(
+        &self,
+        request: &PublishRequest,
+        stream_id: &str,
+        app_id: &str,
+        budget: usize,
+    ) -> PublishRejection {
+        let description = format!("the server is at its transcoding budget ({budget} ladders); try again later");
+        self.lifecycle
+            .record(LifecycleEvent::Rejected {
+                stream: Some(super::gate::DeniedStream {
+                    stream_id: stream_id.to_string(),
+                    app_id: app_id.to_string(),
+                }),
+                stream_key_prefix: redact_stream_key(&request.stream_key),
+                protocol: request.protocol,
+                client: request.client_addr,
+                code: "transcode_budget",
+                reason: description.clone(),
+            })
+            .await;
+        PublishRejection {
+            code: crate::ingest::RejectCode::Overloaded,
+            description,
+        }
+    }
+
     async fn begin_session(self: Arc<Self>, request: PublishRequest) -> Result<PublishSession, PublishRejection> {
         if self.shutting_down.load(Ordering::SeqCst) {
             // Not an auth decision: no event, and the encoder retries elsewhere.
             return Err(PublishRejection {
-                code: crate::ingest::RejectCode::Rejected,
+                code: crate::ingest::RejectCode::Overloaded,
                 description: "the server is shutting down".to_string(),
             });
         }
-        let (granted, profile) = match self.authorise(&request).await {
+        let (granted, mut profile) = match self.authorise(&request).await {
             Ok(ok) => ok,
             Err(denial) => return Err(self.reject(&request, denial).await),
         };
@@ -205,16 +287,30 @@ impl PublishController {
             granted.max_ingest_kbps,
         ));
 
-        let admitted = {
+        let transcodes = profile_transcodes(&profile);
+        let (admitted, budget_decision) = {
             let mut active = self.active.lock();
             let others = active
                 .iter()
                 .filter(|(id, a)| a.live.app_id == granted.app_id && **id != stream_id)
                 .count();
-            match granted.max_streams {
+            let transcoding = active
+                .iter()
+                .filter(|(id, a)| a.transcoding && **id != stream_id)
+                .count();
+            let budget_decision = admit_transcode(
+                transcodes,
+                transcoding,
+                self.settings.transcode_budget,
+                self.settings.refuse_over_budget,
+            );
+            let admitted = match granted.max_streams {
                 // Checked under the lock so two publishes cannot both take the
                 // last slot; a takeover replaces its own stream and is not counted.
-                Some(max) if others >= max as usize => Err(max),
+                Some(max) if others >= max as usize => Err(Crowded::AppLimit(max)),
+                _ if budget_decision == TranscodeAdmission::Refused => {
+                    Err(Crowded::TranscodeBudget(self.settings.transcode_budget))
+                }
                 _ => {
                     let previous = active.remove(&stream_id);
                     if let Some(old) = &previous {
@@ -227,16 +323,18 @@ impl PublishController {
                             live: live.clone(),
                             kicked: kicked.clone(),
                             task: None,
+                            transcoding: transcodes && budget_decision == TranscodeAdmission::AsProfiled,
                         },
                     );
                     self.metrics.streams_live.set(active.len() as i64);
                     Ok(previous)
                 }
-            }
+            };
+            (admitted, budget_decision)
         };
         let previous = match admitted {
             Ok(previous) => previous,
-            Err(max) => {
+            Err(Crowded::AppLimit(max)) => {
                 let denial = AuthDenial::new(
                     DenyReason::AppStreamLimit,
                     format!("the app already has its maximum of {max} live streams"),
@@ -244,7 +342,26 @@ impl PublishController {
                 .of_stream(&stream_id, &granted.app_id);
                 return Err(self.reject(&request, denial).await);
             }
+            Err(Crowded::TranscodeBudget(budget)) => {
+                return Err(self
+                    .refuse_over_budget(&request, &stream_id, &granted.app_id, budget)
+                    .await);
+            }
         };
+        if budget_decision == TranscodeAdmission::PassthroughOnly {
+            profile = passthrough_only(profile);
+            let message = format!(
+                "The server is at its transcoding budget ({} ladders): this stream is admitted passthrough-only \
+                 (the source is repackaged, no lower renditions).",
+                self.settings.transcode_budget
+            );
+            tracing::warn!(stream_id, "{message}");
+            self.lifecycle.bus().publish(LifecycleEvent::Warning {
+                stream_id: stream_id.clone(),
+                session,
+                message,
+            });
+        }
         if let Some(timer) = self.idle_timers.lock().remove(&stream_id) {
             timer.abort();
         }
@@ -337,7 +454,7 @@ impl PublishController {
         let wallclock_origin = SystemTime::now()
             .checked_sub(timeline_offset)
             .unwrap_or_else(SystemTime::now);
-        let (ladder_tx, mut ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
+        let (ladder_tx, ladder_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
         let ladder = media::spawn_ladder(&stream_id, &profile, &ladder_settings, media_rx, ladder_tx);
         // The ladder's keyframe needs reach the publish session (and its protocol).
         let keyframes = {
@@ -350,36 +467,31 @@ impl PublishController {
             })
         };
         live.attach_ladder(ladder.stats()); // telemetry: ladder drops in frames_dropped
+                                            // Ends by itself when the ladder does (its sender goes).
+        tokio::spawn(
+            self.clone()
+                .report_overload(stream_id.clone(), live.app_id.clone(), session, ladder.overload()),
+        );
         let (hls_tx, hls_rx) = mpsc::channel(LADDER_EVENT_QUEUE);
 
         // Warnings and failures go to the event bus on their way to the packager.
         let events = self.lifecycle.bus().clone();
         let tap_stream = stream_id.clone();
         let tap_live = live.clone();
-        let tap = async move {
-            let mut failure = None;
-            while let Some(event) = ladder_rx.recv().await {
-                match &event {
-                    media::LadderEvent::Renditions(specs) => {
-                        let transcoded = specs.iter().filter(|s| !s.passthrough).count();
-                        tap_live
-                            .transcoded_renditions
-                            .store(u32::try_from(transcoded).unwrap_or(u32::MAX), Ordering::Relaxed);
-                    }
-                    media::LadderEvent::Warning(message) => events.publish(LifecycleEvent::Warning {
-                        stream_id: tap_stream.clone(),
-                        session,
-                        message: message.clone(),
-                    }),
-                    media::LadderEvent::Ended(Err(reason)) => failure = Some(reason.clone()),
-                    _ => {}
-                }
-                if hls_tx.send(event).await.is_err() {
-                    break;
-                }
+        let tap = forward_ladder_events(ladder_rx, hls_tx, move |event| match event {
+            media::LadderEvent::Renditions(specs) => {
+                let transcoded = specs.iter().filter(|s| !s.passthrough).count();
+                tap_live
+                    .transcoded_renditions
+                    .store(u32::try_from(transcoded).unwrap_or(u32::MAX), Ordering::Relaxed);
             }
-            failure
-        };
+            media::LadderEvent::Warning(message) => events.publish(LifecycleEvent::Warning {
+                stream_id: tap_stream.clone(),
+                session,
+                message: message.clone(),
+            }),
+            _ => {}
+        });
         let watcher = {
             let packager = packager.clone();
             let lifecycle = self.lifecycle.clone();
@@ -472,6 +584,46 @@ impl PublishController {
         self.start_idle_timer(stream_id, app_id);
     }
 
+    /// `stream.degraded` / `stream.recovered` as the ladder's overload state
+    /// flips, and the degraded-streams gauge (left as it was found).
+    async fn report_overload(
+        self: Arc<Self>,
+        stream_id: String,
+        app_id: String,
+        session: u64,
+        mut overload: tokio::sync::watch::Receiver<media::OverloadState>,
+    ) {
+        let mut degraded = false;
+        while overload.changed().await.is_ok() {
+            let state = overload.borrow_and_update().clone();
+            if state.degraded == degraded {
+                continue;
+            }
+            degraded = state.degraded;
+            let event = if degraded {
+                self.metrics.streams_degraded.inc();
+                LifecycleEvent::Degraded {
+                    stream_id: stream_id.clone(),
+                    app_id: app_id.clone(),
+                    session,
+                    speed: state.speed,
+                    shed: state.shed,
+                }
+            } else {
+                self.metrics.streams_degraded.dec();
+                LifecycleEvent::Recovered {
+                    stream_id: stream_id.clone(),
+                    app_id: app_id.clone(),
+                    session,
+                }
+            };
+            self.lifecycle.record(event).await;
+        }
+        if degraded {
+            self.metrics.streams_degraded.dec();
+        }
+    }
+
     /// Once a second: ingest bytes into the metrics, and the app's ingest
     /// bitrate limit, judged over a full rate window so that a keyframe
     /// burst passes.
@@ -553,6 +705,35 @@ impl PublishController {
     }
 }
 
+/// Forwards the ladder's events to the packager, showing each to `observe`
+/// first; returns why the ladder failed, if it did. A ladder whose channel
+/// closes without its `Ended` died (a panic that escaped, an aborted task):
+/// that is a failure too, never "the publisher left".
+async fn forward_ladder_events(
+    mut ladder_rx: mpsc::Receiver<media::LadderEvent>,
+    hls_tx: mpsc::Sender<media::LadderEvent>,
+    mut observe: impl FnMut(&media::LadderEvent),
+) -> Option<String> {
+    let mut failure = None;
+    let mut ended = false;
+    while let Some(event) = ladder_rx.recv().await {
+        observe(&event);
+        if let media::LadderEvent::Ended(result) = &event {
+            ended = true;
+            failure = result.as_ref().err().cloned();
+        }
+        if hls_tx.send(event).await.is_err() {
+            // The packager stopped first; its own result tells why.
+            return failure;
+        }
+    }
+    if ended {
+        failure
+    } else {
+        Some("the media ladder stopped without reporting an end".to_string())
+    }
+}
+
 impl LiveStreams for PublishController {
     fn live(&self, app_id: Option<&str>) -> Vec<LiveStreamStats> {
         let sessions: Vec<Arc<LiveSession>> = self
@@ -584,5 +765,83 @@ impl LiveStreams for PublishController {
 impl PublishGate for Arc<PublishController> {
     fn begin(&self, request: PublishRequest) -> BoxFuture<'static, Result<PublishSession, PublishRejection>> {
         Box::pin(self.clone().begin_session(request))
+    }
+
+    fn check(&self, request: PublishRequest) -> BoxFuture<'static, Result<(), PublishRejection>> {
+        let controller = self.clone();
+        Box::pin(async move {
+            match controller.authorise(&request).await {
+                Ok(_) => Ok(()),
+                Err(denial) => Err(controller.reject(&request, denial).await),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn forwarded(events: Vec<media::LadderEvent>) -> (Option<String>, usize) {
+        let (ladder_tx, ladder_rx) = mpsc::channel(16);
+        let (hls_tx, mut hls_rx) = mpsc::channel(16);
+        for event in events {
+            ladder_tx.send(event).await.expect("send");
+        }
+        drop(ladder_tx);
+        let mut seen = 0;
+        let failure = forward_ladder_events(ladder_rx, hls_tx, |_| seen += 1).await;
+        let mut delivered = 0;
+        while hls_rx.recv().await.is_some() {
+            delivered += 1;
+        }
+        assert_eq!(seen, delivered, "every event is observed and forwarded");
+        (failure, delivered)
+    }
+
+    /// Issue 14, defect 4: a ladder that panicked closed its channel without
+    /// `Ended`, and the session was recorded as `publisher_left`.
+    #[tokio::test]
+    async fn a_ladder_that_vanishes_without_ended_is_a_failure() {
+        let (failure, _) = forwarded(vec![media::LadderEvent::Warning("w".into())]).await;
+        assert!(failure.is_some_and(|r| r.contains("without reporting an end")));
+    }
+
+    #[test]
+    fn a_transcoding_publish_over_the_budget_is_copied_or_refused_as_configured() {
+        use TranscodeAdmission::*;
+        assert_eq!(admit_transcode(true, 1, 2, false), AsProfiled);
+        assert_eq!(admit_transcode(true, 2, 2, false), PassthroughOnly);
+        assert_eq!(admit_transcode(true, 2, 2, true), Refused);
+        // Passthrough streams cost no encode and are never counted or refused.
+        assert_eq!(admit_transcode(false, 9, 2, true), AsProfiled);
+        assert_eq!(
+            admit_transcode(true, 0, 0, true),
+            Refused,
+            "a budget of 0 admits no transcode"
+        );
+    }
+
+    #[test]
+    fn which_profiles_transcode_and_what_passthrough_only_keeps() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let default = media::load_profile(&dir.join("default.toml")).expect("default.toml");
+        let copy = media::load_profile(&dir.join("passthrough.toml")).expect("passthrough.toml");
+        assert!(profile_transcodes(&default));
+        assert!(!profile_transcodes(&copy));
+        let stripped = passthrough_only(default.clone());
+        assert!(!profile_transcodes(&stripped));
+        assert_eq!((stripped.audio, stripped.encoder), (default.audio, default.encoder));
+    }
+
+    #[tokio::test]
+    async fn ended_decides_between_success_and_failure() {
+        let ok = forwarded(vec![media::LadderEvent::Ended(Ok(()))]).await;
+        assert_eq!(ok, (None, 1));
+        let failed = forwarded(vec![media::LadderEvent::Ended(Err(
+            "the media ladder crashed: x".into()
+        ))])
+        .await;
+        assert_eq!(failed, (Some("the media ladder crashed: x".into()), 1));
     }
 }

@@ -8,12 +8,15 @@
 //! to each session's last request, so the timeout tail is not billed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::RngCore;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::delivery::SessionsExhausted;
 
 const SESSION_PREFIX: &str = "vs_";
 /// 96 random bits, base32-ish hex.
@@ -26,6 +29,12 @@ pub struct ViewerSettings {
     pub max_sessions: usize,
     /// `viewers.updated` at most this often per stream.
     pub event_interval: Duration,
+    /// New sessions one playback token may open per `token_window`: a token
+    /// is normally one viewer, whose player may reload the master playlist
+    /// now and then, not thousands of times (one token opened 20,000
+    /// sessions in 2 s, each a counted and billed viewer).
+    pub max_sessions_per_token: u32,
+    pub token_window: Duration,
 }
 
 impl Default for ViewerSettings {
@@ -34,6 +43,8 @@ impl Default for ViewerSettings {
             session_timeout: Duration::from_secs(30),
             max_sessions: 200_000,
             event_interval: Duration::from_secs(5),
+            max_sessions_per_token: 20,
+            token_window: Duration::from_secs(60),
         }
     }
 }
@@ -77,16 +88,36 @@ struct StreamViewers {
     last_event: Option<(u64, Instant)>,
 }
 
+/// The sessions a token opened in its current window.
+struct TokenWindow {
+    start: Instant,
+    opened: u32,
+}
+
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, Session>,
     streams: HashMap<String, StreamViewers>,
+    /// By a keyed hash of the token text: tokens are credentials, and a
+    /// hash is all the window needs.
+    token_windows: HashMap<u64, TokenWindow>,
     refused: u64,
+}
+
+/// A child playlist request as the tracker sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    /// The `vs=` the request carried.
+    pub session: &'a str,
+    pub stream_id: &'a str,
+    pub token: &'a str,
+    pub rendition: &'a str,
 }
 
 pub struct ViewerTracker {
     state: Mutex<State>,
     settings: ViewerSettings,
+    token_hasher: std::collections::hash_map::RandomState,
 }
 
 /// Ids we hand out look like this; anything else in `vs=` is ignored.
@@ -106,7 +137,37 @@ impl ViewerTracker {
         Self {
             state: Mutex::new(State::default()),
             settings,
+            token_hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    fn token_key(&self, token: &str) -> u64 {
+        self.token_hasher.hash_one(token)
+    }
+
+    /// `Err` when the token opened its share of sessions in its window.
+    fn token_has_room(&self, state: &State, key: u64, now: Instant) -> Result<(), SessionsExhausted> {
+        let window = self.settings.token_window;
+        match state.token_windows.get(&key) {
+            Some(w)
+                if now.saturating_duration_since(w.start) < window
+                    && w.opened >= self.settings.max_sessions_per_token =>
+            {
+                Err(SessionsExhausted {
+                    retry_after: window.saturating_sub(now.saturating_duration_since(w.start)),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn charge_token(&self, state: &mut State, key: u64, now: Instant) {
+        let fresh = TokenWindow { start: now, opened: 0 };
+        let w = state.token_windows.entry(key).or_insert(fresh);
+        if now.saturating_duration_since(w.start) >= self.settings.token_window {
+            *w = TokenWindow { start: now, opened: 0 };
+        }
+        w.opened = w.opened.saturating_add(1);
     }
 
     fn admit(&self, state: &mut State, id: String, stream_id: &str, app_id: &str, now: Instant) -> bool {
@@ -134,16 +195,32 @@ impl ViewerTracker {
         true
     }
 
-    /// A signed master playlist was fetched: a new viewer session.
-    pub fn start(&self, stream_id: &str, app_id: &str, now: Instant) -> Option<String> {
+    /// A master playlist was fetched with `token`: a new viewer session,
+    /// `None` when sessions are at their limit (served, not counted), `Err`
+    /// when the token opened its share of sessions in its window.
+    pub fn start(
+        &self,
+        stream_id: &str,
+        app_id: &str,
+        token: &str,
+        now: Instant,
+    ) -> Result<Option<String>, SessionsExhausted> {
         let id = new_session_id();
+        let key = self.token_key(token);
         let mut state = self.state.lock();
-        self.admit(&mut state, id.clone(), stream_id, app_id, now).then_some(id)
+        self.token_has_room(&state, key, now)?;
+        if !self.admit(&mut state, id.clone(), stream_id, app_id, now) {
+            return Ok(None);
+        }
+        self.charge_token(&mut state, key, now);
+        Ok(Some(id))
     }
 
-    /// A child playlist request carrying `session`. An id we do not know
-    /// (the server restarted under a playing viewer) starts that session
-    /// again; one for another stream, or not of our format, is ignored.
+    /// A child playlist request carrying `session` and `token`. An id we do
+    /// not know (the server restarted under a playing viewer) starts that
+    /// session again, as a new one of the token's; one for another stream,
+    /// not of our format, or of a token out of sessions is ignored (served,
+    /// not counted).
     ///
     /// `rendition` is what the viewer watches, unless it is an alternate
     /// (an audio rendition a player loads beside its video one): that one
@@ -152,13 +229,17 @@ impl ViewerTracker {
     /// a player reloading the same playlist costs a map lookup.
     pub fn touch(
         &self,
-        session: &str,
-        stream_id: &str,
+        visit: Visit<'_>,
         app_of: impl FnOnce() -> Option<String>,
-        rendition: &str,
         is_alternate: impl FnOnce() -> bool,
         now: Instant,
     ) {
+        let Visit {
+            session,
+            stream_id,
+            token,
+            rendition,
+        } = visit;
         if !is_session_id(session) {
             return;
         }
@@ -173,10 +254,15 @@ impl ViewerTracker {
             }
             Some(_) => {}
             None => {
+                let key = self.token_key(token);
+                if self.token_has_room(&state, key, now).is_err() {
+                    return;
+                }
                 let Some(app_id) = app_of() else {
                     return;
                 };
                 if self.admit(&mut state, session.to_owned(), stream_id, &app_id, now) {
+                    self.charge_token(&mut state, key, now);
                     if let Some(s) = state.sessions.get_mut(session) {
                         s.rendition = Some(rendition.to_owned());
                     }
@@ -235,6 +321,10 @@ impl ViewerTracker {
             true
         });
         sweep.expired = before - state.sessions.len();
+        let window = self.settings.token_window;
+        state
+            .token_windows
+            .retain(|_, w| now.saturating_duration_since(w.start) < window);
         // Streams that had viewers and have none now count as 0 once.
         let stream_ids: std::collections::BTreeSet<String> =
             state.streams.keys().chain(counts.keys()).cloned().collect();
@@ -314,36 +404,52 @@ mod tests {
             session_timeout: Duration::from_secs(30),
             max_sessions: 3,
             event_interval: Duration::from_secs(5),
+            ..ViewerSettings::default()
         })
+    }
+
+    fn visit<'a>(session: &'a str, stream_id: &'a str, token: &'a str, rendition: &'a str) -> Visit<'a> {
+        Visit {
+            session,
+            stream_id,
+            token,
+            rendition,
+        }
+    }
+
+    /// A session under the token every test uses, which has room.
+    fn start(t: &ViewerTracker, stream_id: &str, now: Instant) -> Option<String> {
+        t.start(stream_id, "app", "tok", now).expect("the token has room")
     }
 
     #[test]
     fn one_player_counts_once_across_renditions_and_requests() {
         let t = tracker();
         let t0 = Instant::now();
-        let id = t.start("s", "app", t0).expect("session");
+        let id = start(&t, "s", t0).expect("session");
         assert!(is_session_id(&id), "{id}");
-        t.touch(&id, "s", || Some("app".into()), "audio", || true, t0);
+        t.touch(visit(&id, "s", "tok", "audio"), || Some("app".into()), || true, t0);
         for (i, rendition) in ["720p", "720p", "360p"].iter().enumerate() {
             t.touch(
-                &id,
-                "s",
+                visit(&id, "s", "tok", rendition),
                 || Some("app".into()),
-                rendition,
                 || false,
                 t0 + Duration::from_secs(i as u64),
             );
         }
         t.touch(
-            &id,
-            "s",
+            visit(&id, "s", "tok", "audio"),
             || Some("app".into()),
-            "audio",
             || true,
             t0 + Duration::from_secs(2),
         );
         let unchanged = || panic!("asked although the rendition did not change");
-        t.touch(&id, "s", || None, "360p", unchanged, t0 + Duration::from_secs(2));
+        t.touch(
+            visit(&id, "s", "tok", "360p"),
+            || None,
+            unchanged,
+            t0 + Duration::from_secs(2),
+        );
         let sweep = t.sweep(t0 + Duration::from_secs(3));
         assert_eq!(sweep.changed.len(), 1);
         let count = &sweep.changed[0];
@@ -360,12 +466,10 @@ mod tests {
     fn sessions_end_after_the_timeout_and_the_tail_is_not_billed() {
         let t = tracker();
         let t0 = Instant::now();
-        let id = t.start("s", "app", t0).expect("session");
+        let id = start(&t, "s", t0).expect("session");
         t.touch(
-            &id,
-            "s",
+            visit(&id, "s", "tok", "720p"),
             || Some("app".into()),
-            "720p",
             || false,
             t0 + Duration::from_secs(10),
         );
@@ -383,15 +487,15 @@ mod tests {
     fn events_are_throttled_and_sent_only_for_a_changed_number() {
         let t = tracker();
         let t0 = Instant::now();
-        t.start("s", "app", t0);
+        start(&t, "s", t0);
         assert_eq!(t.sweep(t0).events.len(), 1);
-        let second = t.start("s", "app", t0 + Duration::from_secs(1));
+        let second = start(&t, "s", t0 + Duration::from_secs(1));
         let sweep = t.sweep(t0 + Duration::from_secs(1));
         assert_eq!(sweep.changed[0].viewers, 2, "the feed hears at once");
         assert!(sweep.events.is_empty(), "the webhook waits out the 5 s");
         let sweep = t.sweep(t0 + Duration::from_secs(5));
         assert_eq!(sweep.events[0].viewers, 2);
-        let third = t.start("s", "app", t0 + Duration::from_secs(6));
+        let third = start(&t, "s", t0 + Duration::from_secs(6));
         assert!(second.is_some() && third.is_some());
         let sweep = t.sweep(t0 + Duration::from_secs(6));
         assert_eq!((sweep.changed.len(), sweep.events.len()), (1, 0));
@@ -404,16 +508,91 @@ mod tests {
         let t = tracker();
         let t0 = Instant::now();
         let survivor = format!("vs_{}", "ab".repeat(12));
-        t.touch(&survivor, "s", || Some("app".into()), "720p", || false, t0);
-        t.touch("vs_short", "s", || Some("app".into()), "720p", || false, t0);
-        t.touch("../../etc", "s", || Some("app".into()), "720p", || false, t0);
-        let id = t.start("other", "app", t0).expect("session");
-        t.touch(&id, "s", || Some("app".into()), "720p", || false, t0);
+        t.touch(
+            visit(&survivor, "s", "tok", "720p"),
+            || Some("app".into()),
+            || false,
+            t0,
+        );
+        t.touch(
+            visit("vs_short", "s", "tok", "720p"),
+            || Some("app".into()),
+            || false,
+            t0,
+        );
+        t.touch(
+            visit("../../etc", "s", "tok", "720p"),
+            || Some("app".into()),
+            || false,
+            t0,
+        );
+        let id = start(&t, "other", t0).expect("session");
+        t.touch(visit(&id, "s", "tok", "720p"), || Some("app".into()), || false, t0);
         let sweep = t.sweep(t0);
         let s = sweep.changed.iter().find(|c| c.stream_id == "s").expect("s");
         assert_eq!(s.viewers, 1);
         // The cap: three sessions exist, a fourth is refused.
-        t.start("s", "app", t0).expect("third");
-        assert_eq!(t.start("s", "app", t0), None);
+        start(&t, "s", t0).expect("third");
+        assert_eq!(start(&t, "s", t0), None);
+    }
+
+    #[test]
+    fn one_token_opens_at_most_its_share_of_sessions_per_window() {
+        let t = ViewerTracker::new(ViewerSettings::default());
+        let t0 = Instant::now();
+        // The reported attack: 20,000 master playlist requests in 2 s.
+        let opened = (0..20_000u64)
+            .filter(|i| {
+                let now = t0 + Duration::from_micros(100 * i);
+                matches!(t.start("s", "app", "one-token", now), Ok(Some(_)))
+            })
+            .count();
+        assert_eq!(opened, 20);
+        let refused = t.start("s", "app", "one-token", t0 + Duration::from_secs(45));
+        assert_eq!(
+            refused,
+            Err(SessionsExhausted {
+                retry_after: Duration::from_secs(15)
+            })
+        );
+        assert!(matches!(t.start("s", "app", "another", t0), Ok(Some(_))), "per token");
+        assert!(
+            matches!(
+                t.start("s", "app", "one-token", t0 + Duration::from_secs(60)),
+                Ok(Some(_))
+            ),
+            "a new window"
+        );
+    }
+
+    #[test]
+    fn a_token_out_of_sessions_keeps_its_sessions_but_forges_no_new_ones() {
+        let t = ViewerTracker::new(ViewerSettings {
+            max_sessions_per_token: 2,
+            ..ViewerSettings::default()
+        });
+        let t0 = Instant::now();
+        let first = t.start("s", "app", "tok", t0).expect("room").expect("session");
+        t.start("s", "app", "tok", t0).expect("room").expect("session");
+        assert!(t.start("s", "app", "tok", t0).is_err());
+        // Made-up ids of our format would each be a session restarted.
+        for i in 0..100u32 {
+            let forged = format!("vs_{i:024x}");
+            t.touch(visit(&forged, "s", "tok", "720p"), || Some("app".into()), || false, t0);
+        }
+        t.touch(
+            visit(&first, "s", "tok", "720p"),
+            || Some("app".into()),
+            || false,
+            t0 + Duration::from_secs(20),
+        );
+        let sweep = t.sweep(t0 + Duration::from_secs(40));
+        assert_eq!(
+            sweep.changed[0].viewers, 1,
+            "the touched session lives on; nothing forged"
+        );
+        assert_eq!(t.state.lock().token_windows.len(), 1);
+        t.sweep(t0 + Duration::from_secs(61));
+        assert!(t.state.lock().token_windows.is_empty(), "old windows are forgotten");
     }
 }

@@ -15,6 +15,9 @@ pub enum DeliveryError {
     BadRequest(String),
     #[error("not found")]
     NotFound,
+    /// A per-client or per-token limit: answered 429 with `Retry-After`.
+    #[error("too many {what}; retry in {retry_after_secs} s")]
+    TooMany { what: &'static str, retry_after_secs: u64 },
 }
 
 impl DeliveryError {
@@ -29,6 +32,7 @@ impl DeliveryError {
             },
             DeliveryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             DeliveryError::NotFound => StatusCode::NOT_FOUND,
+            DeliveryError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -44,12 +48,17 @@ impl DeliveryError {
             DeliveryError::Hls(HlsError::BadRequest(_)) | DeliveryError::BadRequest(_) => "bad_request",
             DeliveryError::Hls(HlsError::Unavailable(_)) => "unavailable",
             DeliveryError::Hls(_) | DeliveryError::NotFound => "not_found",
+            DeliveryError::TooMany { .. } => "too_many_requests",
         }
     }
 }
 
 impl IntoResponse for DeliveryError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            DeliveryError::TooMany { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
         let status = self.status();
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
         let mut response = (status, body).into_response();
@@ -62,6 +71,11 @@ impl IntoResponse for DeliveryError {
             axum::http::header::CACHE_CONTROL,
             axum::http::HeaderValue::from_static(cache),
         );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -5,11 +5,13 @@
 mod error;
 mod routes;
 mod service;
+#[cfg(test)]
+mod tests;
 mod viewers;
 mod vod;
 
 pub use error::DeliveryError;
-pub use routes::router;
+pub use routes::{router, LONG_LIVED_ROUTES};
 pub use service::{PlaybackService, PlaylistQuery};
-pub use viewers::ViewerReporter;
+pub use viewers::{SessionsExhausted, ViewerReporter};
 pub use vod::VodLibrary;

@@ -1,5 +1,9 @@
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -15,24 +19,56 @@ const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 /// per-viewer data, so a CDN may keep them.
 const MEDIA_CACHE: &str = "public, max-age=86400, immutable";
 
+const LIVE_MEDIA_PLAYLIST: &str = "/live/{stream}/{rendition}/index.m3u8";
+const LIVE_MEDIA_FILE: &str = "/live/{stream}/{rendition}/{file}";
+
+/// The routes that hold a request on purpose: blocking playlist reloads and
+/// preload-hinted parts. They are bounded by the packager's blocking timeout
+/// (and capped per client by `http.max_blocking_per_ip`), so the listener's
+/// request timeout leaves them alone.
+pub const LONG_LIVED_ROUTES: &[&str] = &[LIVE_MEDIA_PLAYLIST, LIVE_MEDIA_FILE];
+
 pub fn router(service: PlaybackService) -> Router {
     // Only playlists are compressed: media is already dense, keys are tiny.
     let playlists = Router::new()
         .route("/live/{stream}/master.m3u8", get(master))
-        .route("/live/{stream}/{rendition}/index.m3u8", get(media_playlist))
+        .route(LIVE_MEDIA_PLAYLIST, get(media_playlist))
         .route("/vod/{recording}/master.m3u8", get(vod_master))
         .route("/vod/{recording}/{rendition}/index.m3u8", get(vod_media_playlist))
         .layer(CompressionLayer::new().gzip(true));
     Router::new()
         .merge(playlists)
         .route("/live/{stream}/key/{key}", get(key))
-        .route("/live/{stream}/{rendition}/{file}", get(media_file))
+        .route(LIVE_MEDIA_FILE, get(media_file))
         .route("/vod/{recording}/key/{key}", get(vod_key))
         .route("/vod/{recording}/{rendition}/{file}", get(vod_media_file))
         .route("/healthz", get(|| async { "ok" }))
         .layer(CorsLayer::permissive())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(service)
+}
+
+/// tower-http's default span, with the URI redacted: a playback token in
+/// the query is a credential, and must not reach the log at any level.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %crate::httpd::redacted_uri(request.uri()),
+        version = ?request.version(),
+    )
+}
+
+/// The client's address, when a listener put it there (tests may not).
+struct Client(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(Client(peer.map(|ConnectInfo(addr)| addr.ip())))
+    }
 }
 
 fn playlist_response(body: String, cache: &'static str) -> Response {
@@ -58,10 +94,13 @@ async fn master(
 
 async fn media_playlist(
     State(service): State<PlaybackService>,
+    Client(client): Client,
     Path((stream, rendition)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, DeliveryError> {
     let query = PlaylistQuery::parse(query.as_deref().unwrap_or(""))?;
+    // Any media playlist may be held (a plain one until the first part).
+    let _held = service.hold_slot(client)?;
     // A blocking response names a fixed point in the stream and can be cached
     // longer (6×TD in the spec's advice); a plain reload for TD/2.
     let cache = if query.msn.is_some() {
@@ -185,12 +224,17 @@ fn parse_media_file(name: &str) -> Option<MediaFile> {
 
 async fn media_file(
     State(service): State<PlaybackService>,
+    Client(client): Client,
     Path((stream, rendition, file)): Path<(String, String, String)>,
 ) -> Result<Response, DeliveryError> {
     let media = parse_media_file(&file).ok_or(DeliveryError::NotFound)?;
     let body = match media {
         MediaFile::Init(id) => service.init(&stream, &rendition, id)?,
-        MediaFile::Part(msn, part) => service.part(&stream, &rendition, msn, part).await?,
+        MediaFile::Part(msn, part) => {
+            // The preload-hinted part is held until it is complete.
+            let _held = service.hold_slot(client)?;
+            service.part(&stream, &rendition, msn, part).await?
+        }
         MediaFile::Segment(msn) => service.segment(&stream, &rendition, msn).await?,
     };
     let content_type = service.media_content_type(&stream, &rendition);

@@ -1,12 +1,15 @@
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{DeliveryError, ViewerReporter};
+use super::{DeliveryError, SessionsExhausted, ViewerReporter};
 use crate::control::PlaybackTokens;
 use crate::hls::{Packagers, PlaylistRequest, SkipRequest, StreamPackager};
+use crate::httpd::{ClientSlots, Slot};
 
 /// The query parameters a player may put on a playlist URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +105,14 @@ pub struct PlaybackService {
     tokens: Arc<PlaybackTokens>,
     viewers: Option<Arc<dyn ViewerReporter>>,
     vod: Option<Arc<dyn super::VodLibrary>>,
+    /// Requests that may be held (blocking reloads, preload-hinted parts)
+    /// per client address; `None`: no cap.
+    held: Option<ClientSlots>,
 }
+
+/// What a client over `http.max_blocking_per_ip` is told to wait: about
+/// one part target, after which its own held requests have moved on.
+const HELD_RETRY_AFTER_SECS: u64 = 1;
 
 impl PlaybackService {
     pub fn new(packagers: Packagers, tokens: PlaybackTokens) -> Self {
@@ -111,7 +121,34 @@ impl PlaybackService {
             tokens: Arc::new(tokens),
             viewers: None,
             vod: None,
+            held: None,
         }
+    }
+
+    /// At most `max_per_client` requests held at once per client address
+    /// (`http.max_blocking_per_ip`).
+    pub fn with_blocking_cap(mut self, max_per_client: usize) -> Self {
+        self.held = Some(ClientSlots::new(usize::MAX, max_per_client));
+        self
+    }
+
+    /// Requests from `client` held now (for the tests).
+    #[cfg(test)]
+    pub(super) fn held_by(&self, client: IpAddr) -> usize {
+        self.held.as_ref().map_or(0, |held| held.held_by(client))
+    }
+
+    /// A slot for a request that may be held, kept until the response (or
+    /// the client's going away) drops it; 429 when `client` holds its share.
+    /// A request without a known client (no listener in front) is not capped.
+    pub fn hold_slot(&self, client: Option<IpAddr>) -> Result<Option<Slot>, DeliveryError> {
+        let (Some(held), Some(client)) = (&self.held, client) else {
+            return Ok(None);
+        };
+        held.try_acquire(client).map(Some).map_err(|_| DeliveryError::TooMany {
+            what: "blocking requests from this address",
+            retry_after_secs: HELD_RETRY_AFTER_SECS,
+        })
     }
 
     /// Recordings are served from `vod`.
@@ -199,8 +236,19 @@ impl PlaybackService {
 
     pub fn master_playlist(&self, stream_id: &str, token: Option<&str>) -> Result<String, DeliveryError> {
         let packager = self.authorised(stream_id, token)?;
+        // A player polling a stream that is still starting must not use up
+        // its token's viewer sessions: no session before there is a master.
+        if !packager.has_renditions() {
+            return Err(DeliveryError::NotFound);
+        }
         let mut query = token_query(token);
-        if let Some(session) = self.viewers.as_ref().and_then(|v| v.session_started(stream_id)) {
+        let session = match &self.viewers {
+            Some(viewers) => viewers
+                .session_started(stream_id, token.unwrap_or_default())
+                .map_err(too_many_sessions)?,
+            None => None,
+        };
+        if let Some(session) = session {
             if !query.is_empty() {
                 query.push('&');
             }
@@ -221,7 +269,8 @@ impl PlaybackService {
         let packager = self.authorised(stream_id, query.token.as_deref())?;
         if let (Some(viewers), Some(session)) = (&self.viewers, query.session.as_deref()) {
             let is_alternate = || packager.media_content_type(rendition) == "audio/mp4";
-            viewers.playlist_requested(session, stream_id, rendition, &is_alternate);
+            let token = query.token.as_deref().unwrap_or_default();
+            viewers.playlist_requested(session, stream_id, token, rendition, &is_alternate);
         }
         let key_query = token_query(query.token.as_deref());
         let request = PlaylistRequest {
@@ -263,6 +312,18 @@ impl PlaybackService {
         self.delivered(stream_id, key.len());
         Ok(key)
     }
+}
+
+fn too_many_sessions(exhausted: SessionsExhausted) -> DeliveryError {
+    DeliveryError::TooMany {
+        what: "viewer sessions for this token",
+        retry_after_secs: whole_seconds(exhausted.retry_after),
+    }
+}
+
+/// `Retry-After` takes whole seconds; rounded up, and at least 1.
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Child URLs carry the viewer's token so that players that never heard of

@@ -12,6 +12,8 @@
 mod blocking;
 mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod init;
 mod lag;
 pub mod metrics;

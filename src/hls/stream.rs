@@ -85,6 +85,9 @@ pub struct StreamPackager {
     pub(crate) mutation: Mutex<()>,
     /// One publisher session at a time.
     pub(crate) session_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Viewers trigger store reads at will: while the store fails, one
+    /// warning per interval, not one per request.
+    pub(crate) read_warnings: Mutex<crate::logging::LogLimiter>,
 }
 
 impl StreamPackager {
@@ -130,6 +133,7 @@ impl StreamPackager {
             state: Mutex::new(state),
             mutation: Mutex::new(()),
             session_gate: Arc::new(tokio::sync::Mutex::new(())),
+            read_warnings: Mutex::new(crate::logging::LogLimiter::default()),
         }
     }
 
@@ -166,6 +170,12 @@ impl StreamPackager {
 
     /// The multivariant playlist; `child_query` (e.g. `token=…`) is appended
     /// to every media playlist URI. None until the ladder named its renditions.
+    /// Whether the master playlist can be served yet: the ladder has told
+    /// us its renditions.
+    pub fn has_renditions(&self) -> bool {
+        !self.state.lock().renditions.is_empty()
+    }
+
     pub fn master_playlist(&self, child_query: &str) -> Option<String> {
         let state = self.state.lock();
         let specs: Vec<_> = state.renditions.iter().map(|r| &r.spec).collect();
@@ -273,14 +283,18 @@ impl StreamPackager {
                 None => Ok(bytes),
                 Some((segment_key, clear)) => {
                     derive_part(&bytes, segment_key.as_ref(), clear.clone()).ok_or_else(|| {
-                        tracing::warn!(key, ?clear, "stored segment does not hold the part");
+                        if let Some(suppressed) = self.read_warnings.lock().allow() {
+                            tracing::warn!(key, ?clear, suppressed, "stored segment does not hold the part");
+                        }
                         HlsError::Unavailable(format!("{key}: part {clear:?} not in the stored segment"))
                     })
                 }
             },
             Ok(None) => Err(HlsError::NotFound(key)),
             Err(error) => {
-                tracing::warn!(key, %error, "reading media back from the store failed");
+                if let Some(suppressed) = self.read_warnings.lock().allow() {
+                    tracing::warn!(key, %error, suppressed, "reading media back from the store failed");
+                }
                 Err(HlsError::Unavailable(format!("{key}: {error}")))
             }
         }

@@ -134,6 +134,10 @@ pub enum RejectCode {
     /// Known key, but refused for another reason: limits, failing control plane
     /// (`NetStream.Publish.Rejected`).
     Rejected,
+    /// The server has no room for this publish now (transcode budget, shutting
+    /// down); the same request may succeed later (`NetStream.Publish.Rejected`,
+    /// WHIP 503 with `Retry-After`).
+    Overloaded,
 }
 
 /// An accepted publish. Ingest pushes media into `media` and must stop
@@ -209,6 +213,13 @@ pub trait PublishGate: Send + Sync + 'static {
         &self,
         request: PublishRequest,
     ) -> futures::future::BoxFuture<'static, Result<PublishSession, PublishRejection>>;
+
+    /// Authorises without starting anything (no takeover): WHIP checks the
+    /// key before it parses an offer, and begins only once the offer is good.
+    /// A refusal counts as `begin`'s would. Default: nothing to check.
+    fn check(&self, _request: PublishRequest) -> futures::future::BoxFuture<'static, Result<(), PublishRejection>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,10 @@ impl KeyPlanner {
             if pts_ns >= next {
                 let mut next = next;
                 while next <= pts_ns {
-                    next += self.segment_ns;
+                    match next.checked_add(self.segment_ns) {
+                        Some(later) => next = later,
+                        None => break,
+                    }
                 }
                 self.grid_next_ns = Some(next);
                 self.last_key_ns = Some(pts_ns);
@@ -96,7 +99,7 @@ impl KeyPlanner {
             // The video starts at a source keyframe.
             self.last_key_ns = Some(pts_ns);
             if self.grid_only {
-                self.grid_next_ns = Some(pts_ns + self.segment_ns);
+                self.grid_next_ns = Some(pts_ns.saturating_add(self.segment_ns));
             }
             return KeyDecision::Force;
         };
@@ -107,7 +110,7 @@ impl KeyPlanner {
         let _ = last;
         if let Some(switch_at) = self.switch_at_ns {
             if pts_ns >= switch_at {
-                self.grid_next_ns = Some(pts_ns + self.segment_ns);
+                self.grid_next_ns = Some(pts_ns.saturating_add(self.segment_ns));
                 self.last_key_ns = Some(pts_ns);
                 return KeyDecision::ForceAndSwitchToGrid;
             }

@@ -7,17 +7,20 @@ use std::time::Duration;
 use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::clock::{capped_offset, timeline_time, TrackClock};
 use super::codec::{parse_asc, parse_avcc};
 use super::output::{EventSink, Track};
+use super::overload::{Change, Detector, OverloadSettings, OverloadState};
 use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoCodec, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
 use super::stats::LadderStats;
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
+use crate::logging::LogLimiter;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LadderSettings {
@@ -30,6 +33,27 @@ pub struct LadderSettings {
     /// zero: players (ffmpeg above all) cope with a discontinuity far better
     /// when timestamps do not jump backwards.
     pub timeline_offset: Duration,
+    /// A timestamp step larger than this (either way) on one track is a
+    /// discontinuity: the frame is rebased to just after the previous one.
+    pub max_timestamp_jump: Duration,
+    /// Media buffered while the tracks are discovered, in bytes; reaching it
+    /// ends discovery with the tracks configured so far.
+    pub discovery_max_bytes: usize,
+    /// Detecting and shedding overload (see `overload`).
+    pub overload: OverloadSettings,
+}
+
+impl Default for LadderSettings {
+    fn default() -> Self {
+        Self {
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(2),
+            timeline_offset: Duration::ZERO,
+            max_timestamp_jump: Duration::from_secs(10),
+            discovery_max_bytes: 16 * 1024 * 1024,
+            overload: OverloadSettings::default(),
+        }
+    }
 }
 
 /// A running ladder. Dropping it or calling [`LadderHandle::stop`] tears the
@@ -39,9 +63,16 @@ pub struct LadderHandle {
     task: Option<tokio::task::JoinHandle<()>>,
     stats: Arc<LadderStats>,
     keyframe_wanted: Arc<tokio::sync::Notify>,
+    overload: watch::Receiver<OverloadState>,
 }
 
 impl LadderHandle {
+    /// Whether the ladder is degraded (behind real time and shedding), as
+    /// it changes.
+    pub fn overload(&self) -> watch::Receiver<OverloadState> {
+        self.overload.clone()
+    }
+
     /// Stops the ladder and waits until the pipeline is torn down.
     pub async fn stop(mut self) {
         self.stop.cancel();
@@ -87,6 +118,14 @@ const MAX_QUEUED_BYTES: u64 = 4 * 1024 * 1024;
 /// while a Tokio worker waits on the muxer inside a direct push.
 const MIN_FREE_EVENT_SLOTS: usize = 64;
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often overload is judged.
+const OVERLOAD_TICK: Duration = Duration::from_secs(1);
+
+/// The overload detector of a running ladder and the renditions it watches.
+struct OverloadWatch {
+    detector: Detector,
+    renditions: Vec<usize>,
+}
 
 /// Must be called inside a Tokio runtime.
 pub fn spawn_ladder(
@@ -99,7 +138,9 @@ pub fn spawn_ladder(
     let stop = CancellationToken::new();
     let stats = Arc::new(LadderStats::default());
     let keyframe_wanted = Arc::new(tokio::sync::Notify::new());
+    let (overload_tx, overload) = watch::channel(OverloadState::default());
     let ladder = Ladder {
+        overload: overload_tx,
         stream_id: stream_id.to_string(),
         stats: stats.clone(),
         keyframe_wanted: keyframe_wanted.clone(),
@@ -109,8 +150,11 @@ pub fn spawn_ladder(
             tx: output,
             stopping: stop.clone(),
             arrivals: Default::default(),
+            progress: Default::default(),
+            ends: Default::default(),
         },
         stop: stop.clone(),
+        panicked: Panicked::default(),
     };
     let span = tracing::info_span!("ladder", stream_id = %stream_id);
     let task = tokio::spawn(ladder.run(input).instrument(span));
@@ -119,10 +163,12 @@ pub fn spawn_ladder(
         task: Some(task),
         stats,
         keyframe_wanted,
+        overload,
     }
 }
 
 struct Ladder {
+    overload: watch::Sender<OverloadState>,
     stream_id: String,
     stats: Arc<LadderStats>,
     keyframe_wanted: Arc<tokio::sync::Notify>,
@@ -130,15 +176,79 @@ struct Ladder {
     settings: LadderSettings,
     events: EventSink,
     stop: CancellationToken,
+    panicked: Panicked,
 }
 
 /// Sets the pipeline to Null however the task ends (even if the runtime
-/// drops it).
-struct Teardown(gst::Pipeline);
+/// drops it, or the feeding code panics). Stops the ladder first, so that no
+/// appsink callback is left blocked on a full output while its streaming
+/// thread is being shut down.
+struct Teardown(gst::Pipeline, CancellationToken, Panicked);
 
 impl Drop for Teardown {
     fn drop(&mut self) {
+        self.1.cancel();
+        self.2.stop_all();
         let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+/// Elements that panicked (gst-rs posts `Panicked: …` as their error).
+/// From then on gst-rs skips their state changes, so `set_state(Null)`
+/// would leave their streaming threads running: one outlives the pipeline,
+/// tries to join itself when it drops the last reference, and crashes the
+/// process. Their source pads' tasks are stopped (and joined) from the
+/// thread tearing down instead, while the pipeline is still alive.
+#[derive(Clone, Default)]
+struct Panicked(Arc<std::sync::Mutex<Vec<gst::Element>>>);
+
+impl Panicked {
+    /// Records the source of `message` if it is an element's panic.
+    fn note(&self, message: &gst::Message) {
+        let gst::MessageView::Error(err) = message.view() else {
+            return;
+        };
+        if !err.error().message().starts_with("Panicked") {
+            return;
+        }
+        let element = message.src().and_then(|s| s.clone().downcast::<gst::Element>().ok());
+        if let (Some(element), Ok(mut panicked)) = (element, self.0.lock()) {
+            panicked.push(element);
+        }
+    }
+
+    fn stop_all(&self) {
+        let panicked = match self.0.lock() {
+            Ok(mut panicked) => std::mem::take(&mut *panicked),
+            Err(_) => return,
+        };
+        for element in panicked {
+            tracing::warn!(element = %element.name(), "stopping a panicked element's streaming threads");
+            // Not `set_active(false)`: an aggregator's deactivation goes
+            // through its gst-rs vfunc, which refuses once panicked. Its
+            // task paused itself on the error, so stopping it returns.
+            for pad in element.src_pads() {
+                let _ = pad.stop_task();
+            }
+        }
+    }
+}
+
+/// Runs the ladder's work, turning a panic inside it into an error: the
+/// session must end as failed (`stream.failed`), never look like a
+/// publisher who left because the ladder vanished without a word.
+async fn panics_as_errors(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            Err(format!("the media ladder crashed: {}", crate::logging::clip(message)))
+        }
     }
 }
 
@@ -148,6 +258,9 @@ struct Discovery {
     video_config: Option<VideoConfig>,
     audio_config: Option<AudioConfig>,
     buffered: Vec<MediaPacket>,
+    /// Payload bytes in `buffered`, bounded by `max_bytes`.
+    buffered_bytes: usize,
+    max_bytes: usize,
     stats: Arc<LadderStats>,
     first_ts: Option<i64>,
     last_ts: Option<i64>,
@@ -162,7 +275,7 @@ impl Discovery {
 
     fn span_ms(&self) -> i64 {
         match (self.first_ts, self.last_ts) {
-            (Some(first), Some(last)) => last - first,
+            (Some(first), Some(last)) => last.saturating_sub(first),
             _ => 0,
         }
     }
@@ -181,6 +294,7 @@ impl Discovery {
                 // Start the video at the first keyframe after its config.
                 if self.video_config.is_some() && (self.seen_video_key || frame.keyframe) {
                     self.seen_video_key = true;
+                    self.buffered_bytes = self.buffered_bytes.saturating_add(frame.data.len());
                     self.buffered.push(MediaPacket::Video(frame));
                 } else {
                     self.stats.video_dropped();
@@ -189,6 +303,7 @@ impl Discovery {
             MediaPacket::Audio(frame) => {
                 self.note_ts(frame.pts_ms);
                 if self.audio_config.is_some() {
+                    self.buffered_bytes = self.buffered_bytes.saturating_add(frame.data.len());
                     self.buffered.push(MediaPacket::Audio(frame));
                 } else if audio_wanted {
                     self.stats.audio_dropped();
@@ -197,8 +312,16 @@ impl Discovery {
         }
     }
 
+    /// The buffer is at its packet or byte bound: discovery must end with
+    /// the tracks configured so far.
+    fn full(&self) -> bool {
+        self.buffered.len() >= MAX_BUFFERED_PACKETS || self.buffered_bytes >= self.max_bytes
+    }
+
     fn ready(&self) -> bool {
-        if self.buffered.len() >= MAX_BUFFERED_PACKETS {
+        // Only configured tracks are buffered, so a full buffer always has
+        // something to build from.
+        if self.full() {
             return self.video_config.is_some() || self.audio_config.is_some();
         }
         let meta = self.metadata.as_ref();
@@ -234,7 +357,7 @@ impl Discovery {
             })
             .collect::<Vec<_>>()
             .windows(2)
-            .map(|w| w[1] - w[0])
+            .map(|w| w[1].saturating_sub(w[0]))
             .filter(|d| *d > 0)
             .collect();
         deltas.sort_unstable();
@@ -252,12 +375,12 @@ impl Discovery {
                 MediaPacket::Audio(f) if !video => (f.pts_ms, f.data.len()),
                 _ => continue,
             };
-            bytes += len as u64;
+            bytes = bytes.saturating_add(len as u64);
             first = Some(first.map_or(ts, |f| f.min(ts)));
             last = Some(last.map_or(ts, |l| l.max(ts)));
         }
-        let span = last? - first?;
-        (span >= 500).then(|| bytes * 8 * 1000 / span as u64)
+        let span = last?.saturating_sub(first?);
+        (span >= 500).then(|| bytes.saturating_mul(8000) / span as u64)
     }
 }
 
@@ -270,7 +393,9 @@ enum Stop {
 
 impl Ladder {
     async fn run(self, input: mpsc::Receiver<MediaPacket>) {
-        let result = self.run_inner(input).await;
+        let result = panics_as_errors(self.run_inner(input)).await;
+        // After a panic nothing else stopped the callbacks.
+        self.stop.cancel();
         if let Err(reason) = &result {
             tracing::warn!(%reason, "ladder failed");
         } else {
@@ -286,6 +411,7 @@ impl Ladder {
         let audio_wanted = self.profile.audio == AudioMode::Copy;
         let mut discovery = Discovery {
             stats: self.stats.clone(),
+            max_bytes: self.settings.discovery_max_bytes,
             ..Discovery::default()
         };
         let mut input_open = true;
@@ -301,6 +427,13 @@ impl Ladder {
         }
         if discovery.video_config.is_none() && discovery.audio_config.is_none() {
             return Err("input ended before any track configuration arrived".into());
+        }
+        if discovery.full() {
+            tracing::info!(
+                packets = discovery.buffered.len(),
+                bytes = discovery.buffered_bytes,
+                "discovery buffer full; building the ladder with the tracks configured so far"
+            );
         }
 
         let video = match &discovery.video_config {
@@ -374,7 +507,7 @@ impl Ladder {
             self.events.clone(),
         )
         .map_err(|e| format!("building the pipeline: {e}"))?;
-        let teardown = Teardown(built.pipeline.clone());
+        let teardown = Teardown(built.pipeline.clone(), self.stop.clone(), self.panicked.clone());
         if let Some(decoder) = &built.decoder {
             watch_decode_errors(decoder, self.stats.clone(), self.keyframe_wanted.clone());
         }
@@ -394,12 +527,7 @@ impl Ladder {
             .set_state(gst::State::Playing)
             .map_err(|e| format!("starting the pipeline: {e}"))?;
 
-        let mut feeder = Feeder::new(
-            &built,
-            &discovery,
-            self.settings.segment_target,
-            self.settings.timeline_offset,
-        );
+        let mut feeder = Feeder::new(&built, &discovery, &self.settings);
         feeder.arrivals = self.events.arrivals.clone();
         feeder.events = Some(self.events.tx.clone());
         feeder.keyframe_wanted = Some(self.keyframe_wanted.clone());
@@ -452,13 +580,24 @@ impl Ladder {
             return Stop::Failed("pipeline has no bus".into());
         };
         let mut messages = bus.stream();
+        let mut overload = self.overload_watch(built);
+        let mut judge = tokio::time::interval(OVERLOAD_TICK);
+        judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let backlogged = feeder.backlogged();
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Stop::Stopped,
                 _ = self.events.tx.closed() => return Stop::OutputClosed,
+                _ = judge.tick(), if overload.is_some() => {
+                    if let Some(watch) = overload.as_mut() {
+                        self.judge_overload(watch, feeder.pushed_video_ns);
+                    }
+                }
                 message = messages.next() => {
+                    if let Some(message) = &message {
+                        self.panicked.note(message);
+                    }
                     if let Some(reason) = message.as_ref().and_then(bus_error) {
                         return Stop::Failed(reason);
                     }
@@ -480,6 +619,46 @@ impl Ladder {
         }
     }
 
+    /// Overload is watched when the profile asks for it and something is encoded.
+    fn overload_watch(&self, built: &BuiltPipeline) -> Option<OverloadWatch> {
+        let settings = &self.settings.overload;
+        if !settings.enabled || built.encoded_rungs.is_empty() {
+            return None;
+        }
+        Some(OverloadWatch {
+            renditions: built.encoded_rungs.iter().map(|(index, _)| *index).collect(),
+            detector: Detector::new(
+                settings.clone(),
+                built.encoded_rungs.iter().map(|(_, rung)| rung.clone()).collect(),
+            ),
+        })
+    }
+
+    fn judge_overload(&self, watch: &mut OverloadWatch, pushed_ns: u64) {
+        let Some(out_ns) = self.events.progress.slowest(watch.renditions.iter().copied()) else {
+            return;
+        };
+        let decision = watch.detector.observe(std::time::Instant::now(), out_ns, pushed_ns);
+        let speed = decision.speed;
+        if let Some((rung, divisor)) = decision.set {
+            let name = watch.detector.rungs().get(rung).map(|r| r.name.as_str()).unwrap_or("?");
+            tracing::warn!(
+                rendition = name,
+                frame_rate_divisor = divisor,
+                speed,
+                "overload: rung frame rate changed"
+            );
+        }
+        match decision.change {
+            Some(Change::Degraded) => tracing::warn!(speed, "ladder is behind real time: degraded, shedding encodes"),
+            Some(Change::Recovered) => tracing::info!("ladder keeps up again: recovered"),
+            None => {}
+        }
+        if decision.set.is_some() || decision.change.is_some() {
+            self.overload.send_replace(watch.detector.state(speed));
+        }
+    }
+
     async fn drain(&self, built: &BuiltPipeline) -> Result<(), String> {
         for src in [&built.video_src, &built.audio_src].into_iter().flatten() {
             src.end_of_stream();
@@ -490,6 +669,10 @@ impl Ladder {
         let mut messages = bus.stream();
         let deadline = tokio::time::sleep(EOS_TIMEOUT);
         tokio::pin!(deadline);
+        // Not the pipeline's EOS: a muxer that never got a buffer never sees
+        // one (see `MuxEnds`), so the pipeline as a whole never ends.
+        let settled = self.events.ends.settled();
+        tokio::pin!(settled);
         loop {
             tokio::select! {
                 biased;
@@ -498,14 +681,13 @@ impl Ladder {
                     tracing::warn!("pipeline did not drain within {EOS_TIMEOUT:?}");
                     return Err(format!("pipeline did not drain within {EOS_TIMEOUT:?}"));
                 }
+                _ = &mut settled => return Ok(()),
                 message = messages.next() => match message {
                     None => return Ok(()),
                     Some(message) => {
+                        self.panicked.note(&message);
                         if let Some(reason) = bus_error(&message) {
                             return Err(reason);
-                        }
-                        if matches!(message.view(), gst::MessageView::Eos(_)) {
-                            return Ok(());
                         }
                     }
                 },
@@ -581,7 +763,10 @@ const ASK_AHEAD_MS: i64 = 100;
 impl KeyframeAsk {
     fn new(segment_target: Duration) -> Self {
         Self {
-            due_ms: (segment_target.as_millis() as i64 - ASK_AHEAD_MS).max(1),
+            due_ms: i64::try_from(segment_target.as_millis())
+                .unwrap_or(i64::MAX)
+                .saturating_sub(ASK_AHEAD_MS)
+                .max(1),
             asked: false,
         }
     }
@@ -593,7 +778,7 @@ impl KeyframeAsk {
             self.asked = false;
             return false;
         }
-        let due = last_key_ms.is_some_and(|key| pts_ms - key >= self.due_ms);
+        let due = last_key_ms.is_some_and(|key| pts_ms.saturating_sub(key) >= self.due_ms);
         if due && !self.asked {
             self.asked = true;
             return true;
@@ -614,6 +799,8 @@ struct Feeder {
     arrivals: super::output::ArrivalLog,
     video_started: bool,
     last_video_dts: Option<i64>,
+    /// The previous video frame's decode time before `advancing_video_dts`.
+    last_video_clock_ms: Option<i64>,
     last_audio_pts: Option<i64>,
     current_video: Option<VideoConfig>,
     /// The audio configuration the audio branch was built for.
@@ -623,7 +810,19 @@ struct Feeder {
     audio_codec_matches: bool,
     dropped: u64,
     stats: Arc<LadderStats>,
+    video_clock: TrackClock,
+    audio_clock: TrackClock,
+    max_jump_ms: i64,
+    /// A publisher can trigger each of these per frame: one line per kind
+    /// and interval, with the count suppressed in between.
+    drop_log: LogLimiter,
+    jump_log: LogLimiter,
+    stall_log: LogLimiter,
+    config_log: LogLimiter,
+    warning_log: LogLimiter,
     last_source_key_ms: Option<i64>,
+    /// The latest video presentation time fed in (ns on the timeline).
+    pushed_video_ns: u64,
     long_gop_limit_ms: i64,
     long_gop_seen: bool,
     /// Source keyframes do not cut segments: a long GOP costs nothing.
@@ -637,7 +836,10 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn new(built: &BuiltPipeline, discovery: &Discovery, segment_target: Duration, offset: Duration) -> Self {
+    fn new(built: &BuiltPipeline, discovery: &Discovery, settings: &LadderSettings) -> Self {
+        let segment_target = settings.segment_target;
+        let offset = settings.timeline_offset;
+        let max_jump_ms = i64::try_from(settings.max_timestamp_jump.as_millis()).unwrap_or(i64::MAX);
         // The earliest buffered timestamp is zero on the output timeline.
         let base_ms = discovery
             .buffered
@@ -659,14 +861,24 @@ impl Feeder {
             events: None,
             video_started: false,
             last_video_dts: None,
+            last_video_clock_ms: None,
             last_audio_pts: None,
             current_video: discovery.video_config.clone(),
             built_audio: discovery.audio_config.clone(),
             audio_codec_matches: true,
             dropped: 0,
             stats: discovery.stats.clone(),
+            video_clock: TrackClock::new(max_jump_ms),
+            audio_clock: TrackClock::new(max_jump_ms),
+            max_jump_ms,
+            drop_log: LogLimiter::default(),
+            jump_log: LogLimiter::default(),
+            stall_log: LogLimiter::default(),
+            config_log: LogLimiter::default(),
+            warning_log: LogLimiter::default(),
             last_source_key_ms: None,
-            long_gop_limit_ms: (segment_target.as_millis() as i64) * 3 / 2,
+            pushed_video_ns: 0,
+            long_gop_limit_ms: i64::try_from(segment_target.as_millis()).unwrap_or(i64::MAX / 2) * 3 / 2,
             long_gop_seen: false,
             keys_on_grid: built.keys_on_grid,
             ask: KeyframeAsk::new(segment_target),
@@ -688,12 +900,49 @@ impl Feeder {
                 .is_some_and(|tx| !tx.is_closed() && tx.capacity() < min_free_slots(tx.max_capacity()))
     }
 
+    /// Checked: a timestamp that does not fit the timeline is `None`.
     fn timeline_ns(&mut self, ts_ms: i64) -> Option<gst::ClockTime> {
         let base = *self.base_ms.get_or_insert(ts_ms);
-        let rel = ts_ms.checked_sub(base)?;
-        u64::try_from(rel)
-            .ok()
-            .map(|ms| gst::ClockTime::from_mseconds(ms) + self.timeline_offset)
+        timeline_time(ts_ms, base, self.timeline_offset)
+    }
+
+    /// The frame's timestamp on its track's clock (jumps rebased).
+    fn track_time(&mut self, track: Track, ts_ms: i64) -> i64 {
+        let clock = match track {
+            Track::Video => &mut self.video_clock,
+            Track::Audio => &mut self.audio_clock,
+        };
+        let mapped = clock.map(ts_ms, self.base_ms);
+        if let Some(step_ms) = mapped.rebased_from_step {
+            if let Some(suppressed) = self.jump_log.allow() {
+                tracing::warn!(
+                    ?track,
+                    step_ms,
+                    suppressed,
+                    max_jump_ms = self.max_jump_ms,
+                    "timestamp jumped beyond the limit; the track continues from its previous frame"
+                );
+            }
+        }
+        mapped.ms
+    }
+
+    /// A video frame's decode time, at least 1 ms after the previous
+    /// frame's. Frames that all carry the same time (a publisher that sends
+    /// nothing else, or RTMP ingest clamping a step back) are zero-length
+    /// samples to cmafmux: it never completes a chunk from them and emits
+    /// nothing, even at the end of the stream.
+    fn advancing_video_dts(&mut self, dts_ms: i64) -> i64 {
+        let Some(last) = self.last_video_dts.filter(|last| dts_ms <= *last) else {
+            return dts_ms;
+        };
+        if let Some(suppressed) = self.stall_log.allow() {
+            tracing::warn!(
+                suppressed,
+                "video decode time did not advance; the frame is placed 1 ms after the previous one"
+            );
+        }
+        last.saturating_add(1)
     }
 
     fn drop_packet(&mut self, track: Track, why: &str) {
@@ -701,9 +950,17 @@ impl Feeder {
             Track::Video => self.stats.video_dropped(),
             Track::Audio => self.stats.audio_dropped(),
         }
-        self.dropped += 1;
-        if self.dropped.is_power_of_two() {
-            tracing::warn!(dropped = self.dropped, "dropping input packet: {why}");
+        self.dropped = self.dropped.saturating_add(1);
+        if let Some(suppressed) = self.drop_log.allow() {
+            tracing::warn!(dropped = self.dropped, suppressed, "dropping input packet: {why}");
+        }
+    }
+
+    /// An operator warning a publisher can raise at will (codec flapping):
+    /// sent at most once per interval.
+    fn warn_operator(&mut self, warning: String) {
+        if self.warning_log.allow().is_some() {
+            self.warnings.push(warning);
         }
     }
 
@@ -723,14 +980,19 @@ impl Feeder {
                 if !self.video_started && !frame.keyframe {
                     return self.stats.video_dropped();
                 }
-                if self.last_video_dts.is_some_and(|last| frame.dts_ms < last) {
+                let dts_ms = self.track_time(Track::Video, frame.dts_ms);
+                if self.last_video_clock_ms.is_some_and(|last| dts_ms < last) {
                     return self.drop_packet(Track::Video, "video decode time went backwards");
                 }
-                let (Some(dts), Some(pts)) = (self.timeline_ns(frame.dts_ms), self.timeline_ns(frame.pts_ms)) else {
-                    return self.drop_packet(Track::Video, "video timestamp before the ladder start");
+                let clock_ms = dts_ms;
+                let dts_ms = self.advancing_video_dts(dts_ms);
+                let pts_ms = dts_ms.saturating_add(capped_offset(frame.pts_ms, frame.dts_ms, self.max_jump_ms));
+                let (Some(dts), Some(pts)) = (self.timeline_ns(dts_ms), self.timeline_ns(pts_ms)) else {
+                    return self.drop_packet(Track::Video, "video timestamp outside the ladder's timeline");
                 };
                 self.video_started = true;
-                self.last_video_dts = Some(frame.dts_ms);
+                self.last_video_dts = Some(dts_ms);
+                self.last_video_clock_ms = Some(clock_ms);
                 let mut buffer = gst::Buffer::from_slice(frame.data);
                 if let Some(buffer) = buffer.get_mut() {
                     buffer.set_dts(dts);
@@ -739,20 +1001,21 @@ impl Feeder {
                         buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
                     }
                 }
-                if !self.keys_on_grid && self.ask.on_frame(frame.pts_ms, frame.keyframe, self.last_source_key_ms) {
+                if !self.keys_on_grid && self.ask.on_frame(pts_ms, frame.keyframe, self.last_source_key_ms) {
                     if let Some(wanted) = &self.keyframe_wanted {
                         wanted.notify_one();
                     }
                 }
                 if frame.keyframe {
-                    self.last_source_key_ms = Some(frame.pts_ms);
+                    self.last_source_key_ms = Some(pts_ms);
                     if let Some(Ok(mut planner)) = self.planner.as_ref().map(|p| p.lock()) {
                         planner.source_keyframe(pts.nseconds());
                     }
                 } else {
-                    self.check_long_gop(frame.pts_ms, pts);
+                    self.check_long_gop(pts_ms, pts);
                 }
                 self.arrivals.record(Track::Video, pts.nseconds());
+                self.pushed_video_ns = self.pushed_video_ns.max(pts.nseconds());
                 if src.push(buffer).is_err() {
                     self.drop_packet(Track::Video, "video appsrc refused the buffer");
                 }
@@ -767,13 +1030,14 @@ impl Feeder {
                         "audio codec differs from the one the ladder was built for",
                     );
                 }
-                if self.last_audio_pts.is_some_and(|last| frame.pts_ms < last) {
+                let pts_ms = self.track_time(Track::Audio, frame.pts_ms);
+                if self.last_audio_pts.is_some_and(|last| pts_ms < last) {
                     return self.drop_packet(Track::Audio, "audio timestamp went backwards");
                 }
-                let Some(pts) = self.timeline_ns(frame.pts_ms) else {
-                    return self.drop_packet(Track::Audio, "audio timestamp before the ladder start");
+                let Some(pts) = self.timeline_ns(pts_ms) else {
+                    return self.drop_packet(Track::Audio, "audio timestamp outside the ladder's timeline");
                 };
-                self.last_audio_pts = Some(frame.pts_ms);
+                self.last_audio_pts = Some(pts_ms);
                 let mut buffer = gst::Buffer::from_slice(frame.data);
                 if let Some(buffer) = buffer.get_mut() {
                     buffer.set_pts(pts);
@@ -793,7 +1057,7 @@ impl Feeder {
         let Some(last_key) = self.last_source_key_ms else {
             return;
         };
-        if self.keys_on_grid || self.long_gop_seen || pts_ms - last_key <= self.long_gop_limit_ms {
+        if self.keys_on_grid || self.long_gop_seen || pts_ms.saturating_sub(last_key) <= self.long_gop_limit_ms {
             return;
         }
         self.long_gop_seen = true;
@@ -823,7 +1087,9 @@ impl Feeder {
             // The encode branch resamples to the announced format, so only
             // the parser needs to hear about the new one.
             (Some(AudioConfig::Mp3 { .. }), AudioConfig::Mp3 { sample_rate, channels }) => {
-                tracing::info!(sample_rate, channels, "MP3 format changed mid-stream");
+                if self.config_log.allow().is_some() {
+                    tracing::info!(sample_rate, channels, "MP3 format changed mid-stream");
+                }
                 src.set_caps(&pipeline::mp3_caps(*sample_rate, *channels));
                 self.audio_codec_matches = true;
             }
@@ -833,7 +1099,7 @@ impl Feeder {
             (Some(AudioConfig::Opus { .. }), AudioConfig::Opus { .. }) => self.audio_codec_matches = true,
             _ => {
                 if self.audio_codec_matches {
-                    self.warnings.push(
+                    self.warn_operator(
                         "The publisher switched audio codec mid-stream; audio is dropped until it switches back \
                          or republishes."
                             .to_string(),
@@ -866,22 +1132,29 @@ impl Feeder {
                     }
                     src.set_caps(&caps);
                 }
-                tracing::info!(width, height, "H.265 configuration changed mid-stream");
+                if self.config_log.allow().is_some() {
+                    tracing::info!(width, height, "H.265 configuration changed mid-stream");
+                }
                 self.current_video = Some(VideoConfig::H265 { hvcc, width, height });
                 return;
             }
             (_, config) => {
-                tracing::warn!(
-                    codec = config.codec_name(),
-                    "ignoring a video codec switch mid-stream; the ladder keeps its first codec"
-                );
+                if let Some(suppressed) = self.config_log.allow() {
+                    tracing::warn!(
+                        codec = config.codec_name(),
+                        suppressed,
+                        "ignoring a video codec switch mid-stream; the ladder keeps its first codec"
+                    );
+                }
                 return;
             }
         };
         match parse_avcc(&avcc) {
             Ok(info) => {
-                tracing::info!(codecs = %info.codecs(), width = info.width, height = info.height,
-                    "video configuration changed mid-stream");
+                if self.config_log.allow().is_some() {
+                    tracing::info!(codecs = %info.codecs(), width = info.width, height = info.height,
+                        "video configuration changed mid-stream");
+                }
                 let caps = src.caps().map(|caps| {
                     let mut caps = caps.copy();
                     if let Some(s) = caps.make_mut().structure_mut(0) {
@@ -896,7 +1169,11 @@ impl Feeder {
                 }
                 self.current_video = Some(VideoConfig::H264 { avcc });
             }
-            Err(e) => tracing::warn!(error = %e, "ignoring a bad mid-stream video configuration"),
+            Err(e) => {
+                if let Some(suppressed) = self.config_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "ignoring a bad mid-stream video configuration");
+                }
+            }
         }
     }
 }
@@ -921,5 +1198,124 @@ mod keyframe_ask_tests {
         let key = Some(2000);
         assert!(!ask.on_frame(3866, false, key));
         assert!(ask.on_frame(3900, false, key));
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::ingest::VideoFrame;
+
+    fn frame(ts: i64, len: usize, keyframe: bool) -> MediaPacket {
+        MediaPacket::Video(VideoFrame {
+            dts_ms: ts,
+            pts_ms: ts,
+            keyframe,
+            data: bytes::Bytes::from(vec![0u8; len]),
+        })
+    }
+
+    fn waiting_for_audio(max_bytes: usize) -> Discovery {
+        let mut discovery = Discovery {
+            max_bytes,
+            ..Discovery::default()
+        };
+        // Audio is promised and never comes: only the buffer bound can end discovery.
+        discovery.accept(
+            MediaPacket::Metadata(StreamMetadata {
+                has_video: Some(true),
+                has_audio: Some(true),
+                ..StreamMetadata::default()
+            }),
+            true,
+        );
+        let avcc = bytes::Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff]);
+        discovery.accept(MediaPacket::VideoConfig(VideoConfig::H264 { avcc }), true);
+        discovery
+    }
+
+    #[test]
+    fn discovery_buffering_is_bounded_in_bytes_not_only_in_packets() {
+        const MIB: usize = 1024 * 1024;
+        let mut discovery = waiting_for_audio(16 * MIB);
+        // Big frames that all carry the same timestamp: the media span never
+        // grows, and 1,500 of them would be 1.5 GiB.
+        let mut accepted = 0;
+        while !discovery.ready() {
+            discovery.accept(frame(0, MIB, accepted == 0), true);
+            accepted += 1;
+            assert!(accepted <= 16, "still discovering after {accepted} MiB");
+        }
+        assert_eq!(discovery.buffered_bytes, 16 * MIB);
+        assert!(discovery.full());
+    }
+
+    #[test]
+    fn hostile_timestamps_do_not_overflow_discovery_arithmetic() {
+        let mut discovery = waiting_for_audio(16 * 1024 * 1024);
+        for (ts, key) in [(i64::MIN, true), (i64::MAX, false), (0, false), (i64::MIN, false)] {
+            discovery.accept(frame(ts, 100, key), true);
+        }
+        assert_eq!(discovery.span_ms(), i64::MAX);
+        assert!(
+            discovery.ready(),
+            "the promised audio is given up on once the span is long"
+        );
+        let fps = discovery.video_fps();
+        assert!((1.0..=240.0).contains(&fps), "{fps}");
+        let _ = discovery.measured_bitrate(true);
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    /// fmp4mux drained without ever having had a buffer panics; gst-rs then
+    /// ignores its state changes, so its streaming thread outlived the
+    /// pipeline and crashed the process in about half the runs. The
+    /// teardown must stop it all the same.
+    #[test]
+    fn a_panicked_muxer_is_torn_down_without_crashing() {
+        crate::media::init().expect("gstreamer");
+        for _ in 0..20 {
+            let pipeline = gst::parse::launch(
+                "appsrc name=src format=time caps=\"audio/mpeg,mpegversion=4,stream-format=raw,rate=44100,\
+                 channels=2,codec_data=(buffer)1210\" ! cmafmux name=mux ! appsink name=sink sync=false",
+            )
+            .expect("pipeline")
+            .downcast::<gst::Pipeline>()
+            .expect("a pipeline");
+            pipeline.set_state(gst::State::Playing).expect("playing");
+            let src = pipeline.by_name("src").expect("appsrc");
+            src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+            let bus = pipeline.bus().expect("bus");
+            let message = bus
+                .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+                .expect("the muxer fails");
+            let reason = bus_error(&message).expect("an error");
+            assert!(reason.contains("Panicked"), "{reason}");
+            let panicked = Panicked::default();
+            panicked.note(&message);
+            drop(Teardown(pipeline, CancellationToken::new(), panicked));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_ladder_is_reported_as_a_failure_with_its_message() {
+        let result = panics_as_errors(async {
+            let offset = gst::ClockTime::MAX;
+            // The defect of issue 14: unchecked ClockTime arithmetic.
+            let _ = offset + gst::ClockTime::from_seconds(1);
+            Ok(())
+        })
+        .await;
+        let reason = result.expect_err("a panic is a failure");
+        assert!(reason.starts_with("the media ladder crashed: "), "{reason}");
+        assert_eq!(
+            panics_as_errors(async { Err("x".to_string()) }).await,
+            Err("x".to_string())
+        );
+        assert_eq!(panics_as_errors(async { Ok(()) }).await, Ok(()));
     }
 }

@@ -3,12 +3,16 @@
 //! passthrough copy of the source and the audio as AAC: copied when the
 //! source is AAC, encoded once from MP3 otherwise).
 
+mod clock;
 mod codec;
 mod encoder_delay;
 mod fallback;
+#[doc(hidden)]
+pub mod fuzz;
 mod keys;
 mod ladder;
 mod output;
+mod overload;
 pub(crate) mod pipeline;
 mod profile;
 mod stats;
@@ -22,6 +26,7 @@ use std::sync::OnceLock;
 
 pub use codec::{parse_asc, parse_avcc, AacInfo, AvcInfo};
 pub use ladder::{spawn_ladder, LadderHandle, LadderSettings};
+pub use overload::{OverloadSettings, OverloadState};
 pub use profile::{
     load_profile, load_profiles, AudioMode, EncoderSettings, LadderProfile, RungProfile, ScalerSettings,
 };

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gstreamer as gst;
+use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,118 @@ pub(crate) struct EventSink {
     pub tx: mpsc::Sender<LadderEvent>,
     pub stopping: CancellationToken,
     pub arrivals: ArrivalLog,
+    pub progress: OutputProgress,
+    pub ends: MuxEnds,
+}
+
+/// Where one muxer is in draining at the end of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MuxEnd {
+    /// No buffer has reached it yet.
+    Unfed,
+    Fed,
+    /// Its EOS reached its appsink: everything it made went out.
+    Ended,
+    /// Its input ended before any buffer: the EOS was held back.
+    Empty,
+}
+
+/// Tracks each muxer through the drain at the end of the input, and keeps
+/// EOS away from a muxer that never got a buffer (a track that was
+/// announced but never sent, or whose decoder or encoder never produced
+/// anything). fmp4mux 0.13 panics draining such a muxer
+/// (`fragment_start_pts.unwrap()`), and a panicked gst-rs element ignores
+/// state changes: its streaming thread then outlives the pipeline and
+/// crashes the process. Held back, the muxer simply stops at teardown.
+#[derive(Clone)]
+pub(crate) struct MuxEnds(Arc<tokio::sync::watch::Sender<Vec<MuxEnd>>>);
+
+impl Default for MuxEnds {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(Vec::new())))
+    }
+}
+
+impl MuxEnds {
+    /// Watches `mux` (its sink pads) and the sink pad of the element it feeds.
+    pub fn register(&self, mux: &gst::Element, sink_pad: &gst::Pad) {
+        let mut index = 0;
+        self.0.send_modify(|ends| {
+            index = ends.len();
+            ends.push(MuxEnd::Unfed);
+        });
+        for pad in mux.sink_pads() {
+            let ends = self.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+                ends.set(index, |end| (end == MuxEnd::Unfed).then_some(MuxEnd::Fed));
+                gst::PadProbeReturn::Remove
+            });
+            let ends = self.clone();
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                let is_eos = matches!(info.event().map(|e| e.type_()), Some(gst::EventType::Eos));
+                if is_eos && ends.set(index, |end| (end == MuxEnd::Unfed).then_some(MuxEnd::Empty)) {
+                    // Replaced rather than dropped: a gst-rs probe that drops
+                    // an event leaves GStreamer unreffing a null pointer (a
+                    // critical warning per stream). Nothing handles this one.
+                    let held = gst::Structure::new_empty("pulse-edge/eos-held");
+                    info.data = Some(gst::PadProbeData::Event(gst::event::CustomDownstream::new(held)));
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let ends = self.clone();
+        sink_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if matches!(info.event().map(|e| e.type_()), Some(gst::EventType::Eos)) {
+                ends.set(index, |_| Some(MuxEnd::Ended));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// Applies `change` to muxer `index`; whether it changed anything.
+    fn set(&self, index: usize, change: impl FnOnce(MuxEnd) -> Option<MuxEnd>) -> bool {
+        self.0.send_if_modified(|ends| match ends.get_mut(index) {
+            Some(end) => match change(*end) {
+                Some(new) if new != *end => {
+                    *end = new;
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        })
+    }
+
+    /// Resolves once every muxer has drained or was held back.
+    pub async fn settled(&self) {
+        let mut ends = self.0.subscribe();
+        let _ = ends
+            .wait_for(|ends| ends.iter().all(|end| matches!(end, MuxEnd::Ended | MuxEnd::Empty)))
+            .await;
+    }
+}
+
+/// How far each rendition's output has got (end of its latest chunk, ns on
+/// the session timeline): the overload detector's measure of speed.
+#[derive(Clone, Default)]
+pub(crate) struct OutputProgress(Arc<Mutex<std::collections::HashMap<usize, u64>>>);
+
+impl OutputProgress {
+    fn record(&self, rendition: usize, end_ns: u64) {
+        if let Ok(mut ends) = self.0.lock() {
+            let end = ends.entry(rendition).or_insert(0);
+            *end = (*end).max(end_ns);
+        }
+    }
+
+    /// The least progress among `renditions`; `None` until each has output.
+    pub fn slowest(&self, renditions: impl IntoIterator<Item = usize>) -> Option<u64> {
+        let ends = self.0.lock().ok()?;
+        renditions
+            .into_iter()
+            .map(|r| ends.get(&r).copied())
+            .try_fold(u64::MAX, |min, end| end.map(|end| min.min(end)))
+    }
 }
 
 /// Which source track a rendition is cut from, so its parts are timed
@@ -142,7 +255,9 @@ impl RenditionRouter {
         match producer {
             Producer::Primary if state.primary_done => Vec::new(),
             Producer::Primary => match &event {
-                LadderEvent::Chunk { chunk, .. } if chunk.pts_ns + chunk.duration_ns <= switch + 1_000_000 => {
+                LadderEvent::Chunk { chunk, .. }
+                    if chunk.pts_ns.saturating_add(chunk.duration_ns) <= switch.saturating_add(1_000_000) =>
+                {
                     vec![event]
                 }
                 LadderEvent::Chunk { .. } => {
@@ -208,6 +323,11 @@ pub(crate) fn attach_appsink(
                     (&events.arrivals, track),
                     encoder.as_ref(),
                 ) {
+                    if let LadderEvent::Chunk { rendition, chunk } = &event {
+                        events
+                            .progress
+                            .record(*rendition, chunk.pts_ns.saturating_add(chunk.duration_ns));
+                    }
                     for routed in router.route(producer, event) {
                         if !events.send_blocking(routed) {
                             return Err(gst::FlowError::Flushing);

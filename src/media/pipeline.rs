@@ -26,6 +26,7 @@ use super::fallback::FallbackGate;
 use super::keys::{drop_upstream_key_requests, install_key_probe, KeyPlanner};
 use super::ladder::LadderSettings;
 use super::output::{attach_appsink, EventSink, Producer, RenditionRouter, Track};
+use super::overload::{Rung, RungGate};
 use super::profile::LadderProfile;
 use super::types::{RenditionKind, RenditionSpec};
 
@@ -180,6 +181,9 @@ pub(crate) struct BuiltPipeline {
     pub keys_on_grid: bool,
     /// The video decoder, when there is one.
     pub decoder: Option<gst::Element>,
+    /// Encoded video rungs by rendition index, each behind a gate that can
+    /// shed its frame rate under overload.
+    pub encoded_rungs: Vec<(usize, Rung)>,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -261,6 +265,10 @@ impl Builder<'_> {
         sink.set_property("async", false);
         sink.set_property("buffer-list", true);
         link_all(&[&mux, &sink])?;
+        let sink_pad = sink
+            .static_pad("sink")
+            .ok_or_else(|| "appsink has no sink pad".to_string())?;
+        self.events.ends.register(&mux, &sink_pad);
         for pad in mux.sink_pads() {
             drop_upstream_key_requests(&pad);
         }
@@ -609,6 +617,7 @@ pub(crate) fn build(
     let mut key_planner = None;
     let mut built_switchable = Vec::new();
     let mut keys_on_grid = false;
+    let mut encoded_rungs = Vec::new();
 
     if let Some(video) = video {
         let mut plan = plan_video(profile, video.width, video.height, video.bitrate_bps);
@@ -762,6 +771,19 @@ pub(crate) fn build(
                     let rung_tee = builder.add("tee", &format!("tee-{tag}"))?;
                     link_all(&[&input, &q, &scale, &size, &rung_tee])?;
                     let eq = builder.queue(&format!("queue-{tag}"))?;
+                    let gate = RungGate::new();
+                    gate.install(
+                        &eq.static_pad("src")
+                            .ok_or_else(|| "rung queue has no src pad".to_string())?,
+                    );
+                    encoded_rungs.push((
+                        rendition,
+                        Rung {
+                            name: rung.name.clone(),
+                            pixel_rate: f64::from(rung.width) * f64::from(rung.height) * video.fps,
+                            gate,
+                        },
+                    ));
                     let (enc, codecs) = builder.x264(&tag, rung.width, rung.height, video.fps, kbps)?;
                     let mux = builder.mux_and_sink(&tag, &router, Producer::Primary, Track::Video)?;
                     let mut chain: Vec<&gst::Element> = vec![&rung_tee, &eq];
@@ -861,6 +883,7 @@ pub(crate) fn build(
         switchable: built_switchable,
         keys_on_grid,
         decoder: key_planner.as_ref().map(|(_, decoder)| decoder.clone()),
+        encoded_rungs,
     })
 }
 

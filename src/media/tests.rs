@@ -19,6 +19,7 @@ fn settings(segment_ms: u64) -> LadderSettings {
         timeline_offset: std::time::Duration::ZERO,
         part_target: Duration::from_millis(200),
         segment_target: Duration::from_millis(segment_ms),
+        ..LadderSettings::default()
     }
 }
 
@@ -370,6 +371,120 @@ async fn audio_only_and_video_only_inputs_work() {
     }
 }
 
+/// Issue 14: a publisher announcing a track (its codec configuration) that
+/// never sends a frame of it, then leaving. fmp4mux panics when drained at
+/// EOS without ever having had a buffer, and a panicked muxer cannot be
+/// torn down safely (its streaming thread outlives the pipeline: a
+/// segfault). The ladder must end cleanly, and the track that did come
+/// must be complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_announced_but_never_sent_ends_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let av = flv_packets(&make_flv(dir.path(), "av.flv", Some(30), true));
+    let config = |video: bool| {
+        av.iter()
+            .find(|p| match p {
+                MediaPacket::VideoConfig(_) => video,
+                MediaPacket::AudioConfig(_) => !video,
+                _ => false,
+            })
+            .cloned()
+            .expect("config")
+    };
+    let frames = |video: bool| {
+        av.iter()
+            .filter(move |p| match p {
+                MediaPacket::Video(_) => video,
+                MediaPacket::Audio(_) => !video,
+                _ => false,
+            })
+            .cloned()
+    };
+    for profile in [passthrough_profile(), small_profile()] {
+        // AAC announced, only video sent; then the reverse.
+        for video_sent in [true, false] {
+            let mut packets = vec![config(true), config(false)];
+            packets.extend(frames(video_sent));
+            let events = run_ladder(packets, &profile, &settings(1000)).await;
+            let (renditions, _) = by_rendition(&events);
+            let fed: Vec<&Rendition> = renditions
+                .iter()
+                .filter(|r| matches!(r.spec.kind, RenditionKind::Video { .. }) == video_sent)
+                .collect();
+            assert!(!fed.is_empty(), "{:?}", renditions.iter().map(|r| &r.spec.name).collect::<Vec<_>>());
+            for r in fed {
+                let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+                assert!(errors.is_empty() && frames >= 90, "{}: {errors} / {frames}", r.spec.name);
+            }
+        }
+    }
+}
+
+/// Issue 14: after a publisher whose timestamps jump (2³¹ ms a frame) or
+/// run backwards leaves, the ladder still drains at its input's end (it
+/// used to end as "pipeline did not drain within 5s").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_timestamps_still_drain_when_the_publisher_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = flv_packets(&make_flv(dir.path(), "av.flv", Some(60), true));
+    // RTMP ingest rebases a jump by the last ordinary step, and a source
+    // that never made one gets frames that all carry the same time.
+    let patterns: [(&str, fn(usize) -> i64); 3] = [
+        ("frozen", |_| 100_000),
+        ("jumps", |i| (i as i64).wrapping_mul(0x7fff_ffff) & 0xffff_ffff),
+        ("backwards", |i| if i % 2 == 0 { 100_000 } else { 1_000 }),
+    ];
+    for video in [true, false] {
+        let config = clip
+            .iter()
+            .find(|p| match p {
+                MediaPacket::VideoConfig(_) => video,
+                MediaPacket::AudioConfig(_) => !video,
+                _ => false,
+            })
+            .cloned()
+            .expect("config");
+        // A GOP of 5 frames, or 5 AAC frames, over and over.
+        let frames: Vec<MediaPacket> = clip
+            .iter()
+            .filter(|p| match p {
+                MediaPacket::Video(_) => video,
+                MediaPacket::Audio(_) => !video,
+                _ => false,
+            })
+            .take(5)
+            .cloned()
+            .collect();
+        for (name, ts) in patterns {
+            let mut packets = vec![config.clone()];
+            packets.extend((0..2_000).map(|i| match &frames[i % frames.len()] {
+                MediaPacket::Video(frame) => MediaPacket::Video(VideoFrame {
+                    dts_ms: ts(i),
+                    pts_ms: ts(i),
+                    ..frame.clone()
+                }),
+                MediaPacket::Audio(frame) => MediaPacket::Audio(AudioFrame {
+                    pts_ms: ts(i),
+                    ..frame.clone()
+                }),
+                other => other.clone(),
+            }));
+            let started = std::time::Instant::now();
+            let (events, stats) = run_ladder_with_stats(packets, &passthrough_profile(), &settings(1000)).await;
+            let dropped = stats.video_frames_dropped() + stats.audio_frames_dropped();
+            assert_eq!(dropped, 0, "{name} (video: {video}): frames dropped");
+            assert!(
+                matches!(events.last(), Some(LadderEvent::Ended(Ok(())))),
+                "{name} (video: {video}): {:?} after {:?}",
+                events.last(),
+                started.elapsed()
+            );
+            let chunks = events.iter().filter(|e| matches!(e, LadderEvent::Chunk { .. })).count();
+            assert!(chunks > 0, "{name} (video: {video}): nothing came out");
+        }
+    }
+}
+
 /// ffprobe's view of the first stream: "codec_name,profile,sample_rate,channels".
 fn probe_audio(dir: &Path, name: &str, data: &[u8]) -> String {
     let path = dir.join(format!("{name}-probe.mp4"));
@@ -571,6 +686,141 @@ async fn frames_the_ladder_throws_away_are_counted() {
     );
     assert_eq!(stats.video_frames_dropped(), leading_deltas + 1);
     assert_eq!(stats.audio_frames_dropped(), 0);
+}
+
+/// Issue 14, defect 4: a publisher stepping its timestamps by 2³¹ ms a
+/// frame overflowed `ClockTime` after ~8,600 frames and panicked the ladder.
+/// Now each jump is rebased: the ladder ends normally and its timeline
+/// stays near real time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_stepping_by_two_to_the_31_neither_panic_nor_run_the_timeline_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "jumps.flv", Some(30), false);
+    let clip = flv_packets(&flv);
+    let config = clip
+        .iter()
+        .find(|p| matches!(p, MediaPacket::VideoConfig(_)))
+        .cloned()
+        .expect("config");
+    let frames: Vec<VideoFrame> = clip
+        .iter()
+        .filter_map(|p| match p {
+            MediaPacket::Video(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut packets = vec![config];
+    for i in 0..9_000usize {
+        let ts = i as i64 * 0x7fff_ffff;
+        let frame = &frames[i % frames.len()];
+        packets.push(MediaPacket::Video(VideoFrame {
+            dts_ms: ts,
+            pts_ms: ts,
+            keyframe: frame.keyframe,
+            data: frame.data.clone(),
+        }));
+    }
+    let events = run_ladder(packets, &passthrough_profile(), &settings(1000)).await;
+    assert!(
+        matches!(events.last(), Some(LadderEvent::Ended(Ok(())))),
+        "the ladder must end with a report, not a panic: {:?}",
+        events.last()
+    );
+    let chunks: Vec<&CmafChunk> = events
+        .iter()
+        .filter_map(|e| match e {
+            LadderEvent::Chunk { chunk, .. } => Some(chunk),
+            _ => None,
+        })
+        .collect();
+    assert!(chunks.len() > 10, "{} chunks", chunks.len());
+    let last_end = chunks.iter().map(|c| c.pts_ns + c.duration_ns).max().unwrap_or(0);
+    assert!(
+        last_end < Duration::from_secs(3600).as_nanos() as u64,
+        "9,000 frames pushed the timeline to {last_end} ns"
+    );
+}
+
+/// Overload shedding on a real pipeline: a ladder told it is always behind
+/// (a speed of 10× real time is required) sheds its most expensive encoded
+/// rung to half its frame rate. The shed rung still decodes cleanly and
+/// keeps every frame (repeats) and its segments on the same grid as every
+/// other rung; the cheapest rung and the copy are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_ladder_sheds_the_top_encoded_rung_and_stays_aligned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "shed.flv", Some(30), false);
+    // The clip twice in a row (7 s): long enough for a few judgements.
+    let clip = flv_packets(&flv);
+    let mut packets = clip.clone();
+    packets.extend(clip.into_iter().filter_map(|p| match p {
+        MediaPacket::Video(f) => Some(MediaPacket::Video(VideoFrame {
+            dts_ms: f.dts_ms + 3500,
+            pts_ms: f.pts_ms + 3500,
+            ..f
+        })),
+        _ => None,
+    }));
+    let mut settings = settings(1000);
+    settings.overload = OverloadSettings {
+        enabled: true,
+        window: Duration::from_secs(1),
+        min_speed: 10.0,
+        min_backlog: Duration::ZERO,
+        restore_after: Duration::from_secs(3600),
+        max_divisor: 2,
+    };
+    init().expect("gstreamer ready");
+    let (input_tx, input_rx) = mpsc::channel(64);
+    let (output_tx, mut output_rx) = mpsc::channel(64);
+    let handle = spawn_ladder("test", &small_profile(), &settings, input_rx, output_tx);
+    let mut overload = handle.overload();
+    // Paced like a live source, so that the ladder runs long enough to be judged.
+    let feeder = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(33));
+        for packet in packets {
+            if matches!(packet, MediaPacket::Video(_)) {
+                pace.tick().await;
+            }
+            if input_tx.send(packet).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(event) = output_rx.recv().await {
+            let ended = matches!(event, LadderEvent::Ended(_));
+            events.push(event);
+            if ended {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(90), collect)
+        .await
+        .expect("ladder ends in time");
+    feeder.await.expect("feeder");
+    let state = overload.borrow_and_update().clone();
+    handle.stop().await;
+    assert!(state.degraded, "{state:?}");
+    assert_eq!(state.shed, vec![("240p".to_string(), 2)]);
+
+    let (renditions, _) = by_rendition(&events);
+    let frames: Vec<u64> = renditions
+        .iter()
+        .map(|r| {
+            let (errors, frames) = ffmpeg_decode(dir.path(), &r.spec.name, &r.stream);
+            assert!(errors.is_empty(), "{}: {errors}", r.spec.name);
+            frames
+        })
+        .collect();
+    // Shed frames are repeats, not gaps: every rung has every frame.
+    assert!(frames[0] >= 90 && frames[1] == frames[2], "{frames:?}");
+    let top = segment_starts(&renditions[0]);
+    for r in &renditions[1..3] {
+        assert_eq!(segment_starts(r), top, "{} segments not aligned", r.spec.name);
+    }
 }
 
 fn passthrough_profile() -> LadderProfile {

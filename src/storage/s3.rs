@@ -37,7 +37,7 @@ pub struct S3Settings {
     /// Path-style URLs (`endpoint/bucket/key`), which most S3-compatibles need.
     pub force_path_style: bool,
     pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<crate::control::keys::Secret>,
     /// Per-attempt timeout of one request.
     pub timeout: Duration,
 }
@@ -62,7 +62,8 @@ impl S3Store {
     pub async fn new(settings: &S3Settings) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "pulse-edge config"));
+            loader =
+                loader.credentials_provider(Credentials::new(id, secret.expose(), None, None, "pulse-edge config"));
         }
         match (&settings.region, &settings.endpoint_url) {
             (Some(region), _) => loader = loader.region(Region::new(region.clone())),
@@ -307,6 +308,17 @@ mod tests {
         assert_eq!(normalize_prefix("/"), "");
         assert_eq!(normalize_prefix("media"), "media/");
         assert_eq!(normalize_prefix("/media/live/"), "media/live/");
+    }
+
+    #[test]
+    fn settings_debug_holds_no_secret_key() {
+        let settings = S3Settings {
+            bucket: "b".into(),
+            access_key_id: Some("AKIAEXAMPLE".into()),
+            secret_access_key: Some("wJalrXUtnFEMI-secret".into()),
+            ..S3Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("wJalrXUtnFEMI-secret"));
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod checks;
+pub mod hostile;
 pub mod keys;
 pub mod playlist;
 pub mod s3;

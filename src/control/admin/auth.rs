@@ -1,13 +1,17 @@
 //! Who is calling: a bearer admin token, global or scoped to one app.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use parking_lot::Mutex;
 
 use super::error::ApiError;
 use super::service::AdminService;
+use crate::httpd::bearer_token;
+use crate::logging::LogLimiter;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -40,16 +44,11 @@ impl FromRequestParts<AdminService> for Principal {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Err(ApiError::unauthorized("missing Authorization: Bearer <admin token>"));
+        }
+        let secret = bearer_token(&parts.headers)
+            .filter(|s| s.len() <= 256)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <admin token>`"))?;
         match service.store().admin_token_by_secret(secret).await? {
             Some(token) => Ok(Principal {
@@ -58,12 +57,53 @@ impl FromRequestParts<AdminService> for Principal {
                 ip,
             }),
             None => {
-                tracing::warn!(
-                    client = ip.as_deref().unwrap_or("?"),
-                    "admin API: unknown or revoked token"
-                );
+                service.auth_log().unknown_token(ip.as_deref());
                 Err(ApiError::unauthorized("unknown or revoked admin token"))
             }
         }
+    }
+}
+
+/// Refused admin tokens, logged at most once per interval: anyone can send
+/// them as fast as the network allows (2,000 lines in 1.2 s before this).
+#[derive(Default)]
+pub(super) struct AuthLog {
+    unknown_token: Mutex<LogLimiter>,
+}
+
+impl AuthLog {
+    fn unknown_token(&self, client: Option<&str>) {
+        self.unknown_token_at(client, Instant::now());
+    }
+
+    /// Whether a line was written (for the tests, which also choose `now`).
+    fn unknown_token_at(&self, client: Option<&str>, now: Instant) -> bool {
+        let Some(suppressed) = self.unknown_token.lock().allow_at(now) else {
+            return false;
+        };
+        tracing::warn!(
+            client = client.unwrap_or("?"),
+            suppressed,
+            "admin API: unknown or revoked token"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn refused_tokens_are_logged_once_per_interval() {
+        let log = AuthLog::default();
+        let t0 = Instant::now();
+        assert!(log.unknown_token_at(Some("192.0.2.1"), t0));
+        let written = (1..2000)
+            .filter(|i| log.unknown_token_at(Some("192.0.2.1"), t0 + Duration::from_micros(600 * i)))
+            .count();
+        assert_eq!(written, 0, "2,000 refusals in 1.2 s: one line");
+        assert!(log.unknown_token_at(None, t0 + Duration::from_secs(10)));
     }
 }

@@ -4,7 +4,8 @@ use super::error::ApiError;
 use crate::control::model::AuditEntry;
 use crate::control::usage::model::UsageRow;
 
-/// A header and rows as CSV (RFC 4180 quoting by the csv crate).
+/// A header and rows as CSV (RFC 4180 quoting by the csv crate), each
+/// cell defused against formula injection.
 pub fn to_csv(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<String, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let failed = |e: csv::Error| {
@@ -17,7 +18,9 @@ pub fn to_csv(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> R
     };
     writer.write_record(header).map_err(failed)?;
     for row in rows {
-        writer.write_record(&row).map_err(failed)?;
+        writer
+            .write_record(row.iter().map(|cell| defuse(cell).into_owned()))
+            .map_err(failed)?;
     }
     let bytes = writer.into_inner().map_err(|e| failed(e.into_error().into()))?;
     String::from_utf8(bytes).map_err(|_| {
@@ -27,6 +30,17 @@ pub fn to_csv(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> R
             "CSV is not UTF-8",
         )
     })
+}
+
+/// A spreadsheet runs a cell that starts with `=`, `+`, `-` or `@` (or a tab
+/// or carriage return before one) as a formula, and audit rows carry text a
+/// client chose (names, error messages). OWASP's rule: prefix such a cell
+/// with `'`, which spreadsheets show as text and do not evaluate.
+fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 pub fn audit_csv(entries: &[AuditEntry]) -> Result<String, ApiError> {
@@ -99,5 +113,30 @@ mod tests {
         assert_eq!(&row[1], "1700000000123");
         assert_eq!(&row[6], "");
         assert_eq!(&row[7], entry.result);
+    }
+
+    #[test]
+    fn cells_that_a_spreadsheet_would_run_as_formulas_are_prefixed() {
+        let cells = [
+            "=1+1", "+cmd", "-2+3", "@SUM(A1)", "\t=x", "\r=x", "ok", "", "a=b", "'quoted",
+        ];
+        let text = to_csv(&["c"], cells.iter().map(|c| vec![c.to_string()])).expect("csv");
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let got: Vec<String> = reader.records().map(|r| r.expect("parses")[0].to_owned()).collect();
+        assert_eq!(
+            got,
+            [
+                "'=1+1",
+                "'+cmd",
+                "'-2+3",
+                "'@SUM(A1)",
+                "'\t=x",
+                "'\r=x",
+                "ok",
+                "",
+                "a=b",
+                "'quoted"
+            ]
+        );
     }
 }

@@ -31,7 +31,9 @@ pub async fn readyz(State(service): State<AdminService>) -> Response {
     {
         None => (StatusCode::OK, Json(json!({ "status": "ready", "checks": outcomes }))).into_response(),
         Some((failed, reason)) => {
-            tracing::warn!(check = failed, %reason, "not ready");
+            if let Some(suppressed) = service.not_ready_log() {
+                tracing::warn!(check = failed, %reason, suppressed, "not ready");
+            }
             let body = json!({ "status": "not_ready", "failed": failed, "reason": reason, "checks": outcomes });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::{self, Attempt};
-use super::auth::Principal;
+use super::auth::{AuthLog, Principal};
 use super::dto::*;
 use super::error::ApiError;
 use crate::control::audience::Audience;
@@ -49,6 +49,11 @@ struct Inner {
     settings: AdminSettings,
     ready: ReadinessProbe,
     reporting: Reporting,
+    auth_log: AuthLog,
+    /// `/readyz` answers anyone: while the server is not ready, each probe
+    /// would otherwise log its failure (store, then the verdict).
+    store_down_log: parking_lot::Mutex<crate::logging::LogLimiter>,
+    not_ready_log: parking_lot::Mutex<crate::logging::LogLimiter>,
 }
 
 /// What the admin API reports from: webhooks and events, viewers, usage.
@@ -86,12 +91,19 @@ impl AdminService {
                 settings,
                 ready,
                 reporting,
+                auth_log: AuthLog::default(),
+                store_down_log: Default::default(),
+                not_ready_log: Default::default(),
             }),
         }
     }
 
     pub fn store(&self) -> &dyn ControlStore {
         &*self.inner.store
+    }
+
+    pub(super) fn auth_log(&self) -> &AuthLog {
+        &self.inner.auth_log
     }
 
     pub(super) fn webhooks(&self) -> &WebhookService {
@@ -126,10 +138,17 @@ impl AdminService {
     /// goes to the log only: the probe answers anyone.
     pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
         let store = self.inner.store.ping().await.map_err(|e| {
-            tracing::error!(error = %e, "readiness: the store does not answer");
+            if let Some(suppressed) = self.inner.store_down_log.lock().allow() {
+                tracing::error!(error = %e, suppressed, "readiness: the store does not answer");
+            }
             "the store does not answer a query".to_owned()
         });
         vec![("store", store), ("media", (self.inner.ready)())]
+    }
+
+    /// `Some(suppressed)` when a "not ready" line may be written now.
+    pub(super) fn not_ready_log(&self) -> Option<u64> {
+        self.inner.not_ready_log.lock().allow()
     }
 
     pub(super) async fn audit<T>(

@@ -754,3 +754,55 @@ async fn an_app_token_may_not_change_its_app_or_manage_admin_tokens() {
     assert_eq!(actions, [("at_a", "app.update"), ("at_ops", "app.create")]);
     assert!(own.iter().all(|e| e.app_id.as_deref() == Some(a.as_str())), "{own:?}");
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let f = fixture().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let request = Request::builder()
+            .uri("/api/v1/apps")
+            .header("authorization", format!("{scheme} {}", f.global))
+            .body(Body::empty())
+            .expect("req");
+        let response = f.router.clone().oneshot(request).await.expect("resp");
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+    let request = Request::builder()
+        .uri("/api/v1/apps")
+        .header("authorization", format!("Basic {}", f.global))
+        .body(Body::empty())
+        .expect("req");
+    let response = f.router.clone().oneshot(request).await.expect("resp");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_probe_flood_while_not_ready_logs_one_line() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let f = fixture().await;
+    f.media_ok.store(false, Ordering::Relaxed);
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The test runtime polls on this thread, so the default applies.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    for _ in 0..200 {
+        let (status, _) = call(&f, "GET", "/readyz", None, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+    assert_eq!(log.matches("not ready").count(), 1, "{log}");
+}

@@ -19,10 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::outage_cache::OutageCache;
 use super::{is_valid_stream_id, AuthDenial, Authorization, DenyReason, LadderChoice, PublishAuthorizer};
+use crate::control::keys::{Secret, StreamIdKey};
 use crate::ingest::PublishRequest;
 
 pub const SIGNATURE_HEADER: &str = "x-pulse-signature";
@@ -32,30 +33,43 @@ pub const REQUEST_ID_HEADER: &str = "x-pulse-request-id";
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 const MAX_REASON_CHARS: usize = 200;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct HttpAuthSettings {
-    pub url: String,
-    pub secret: String,
+    /// May carry credentials (userinfo, a query token): only
+    /// [`loggable_url`] of it reaches a log.
+    pub url: Secret,
+    pub secret: Secret,
     pub timeout: Duration,
     /// Zero: no outage cache.
     pub cache_ttl: Duration,
-}
-
-impl std::fmt::Debug for HttpAuthSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpAuthSettings")
-            .field("url", &self.url)
-            .field("timeout", &self.timeout)
-            .field("cache_ttl", &self.cache_ttl)
-            .finish_non_exhaustive()
-    }
+    /// Keys the ids of streams the control plane does not name.
+    pub stream_ids: StreamIdKey,
 }
 
 #[derive(Debug)]
 pub struct HttpAuthorizer {
     settings: HttpAuthSettings,
+    /// The URL as it may be logged.
+    log_url: String,
     client: reqwest::Client,
     cache: OutageCache,
+}
+
+/// Scheme, host, port and path of a URL: no userinfo, query or fragment,
+/// where an operator's control plane URL may carry a credential.
+pub fn loggable_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}{}",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or(""),
+                parsed.path()
+            )
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
 }
 
 #[derive(Serialize)]
@@ -113,10 +127,16 @@ impl HttpAuthorizer {
             .build()?;
         let cache = OutageCache::new(settings.cache_ttl);
         Ok(Self {
+            log_url: loggable_url(settings.url.expose()),
             settings,
             client,
             cache,
         })
+    }
+
+    /// The control plane's URL without its credentials, for the start-up line.
+    pub fn loggable_url(&self) -> &str {
+        &self.log_url
     }
 
     async fn ask(&self, request: &PublishRequest, request_id: &str) -> Outcome {
@@ -141,10 +161,10 @@ impl HttpAuthorizer {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let signature = sign_body(self.settings.secret.as_bytes(), now, &body);
+        let signature = sign_body(self.settings.secret.expose().as_bytes(), now, &body);
         let sent = self
             .client
-            .post(&self.settings.url)
+            .post(self.settings.url.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(REQUEST_ID_HEADER, request_id)
             .header(SIGNATURE_HEADER, signature)
@@ -154,14 +174,16 @@ impl HttpAuthorizer {
         let response = match sent {
             Ok(response) => response,
             Err(e) if e.is_timeout() => {
-                tracing::error!(request_id, url = %self.settings.url, timeout_ms = self.settings.timeout.as_millis() as u64, "auth callback timed out: publish denied (fail closed)");
+                tracing::error!(request_id, url = %self.log_url, timeout_ms = self.settings.timeout.as_millis() as u64, "auth callback timed out: publish denied (fail closed)");
                 return Outcome::Outage(AuthDenial::new(
                     DenyReason::CallbackTimeout,
                     "publish denied: control plane did not answer in time (fail closed)",
                 ));
             }
             Err(e) => {
-                tracing::error!(request_id, url = %self.settings.url, error = %e, "auth callback unreachable: publish denied (fail closed)");
+                // reqwest's message names the URL, credentials and all.
+                let e = e.without_url();
+                tracing::error!(request_id, url = %self.log_url, error = %e, "auth callback unreachable: publish denied (fail closed)");
                 return Outcome::Outage(AuthDenial::new(
                     DenyReason::CallbackUnreachable,
                     "publish denied: control plane unreachable (fail closed)",
@@ -209,7 +231,7 @@ impl HttpAuthorizer {
                 ));
             }
         };
-        match authorization(request, allow) {
+        match authorization(request, allow, &self.settings.stream_ids) {
             Ok(granted) => Outcome::Allowed(granted),
             Err(denial) => {
                 tracing::error!(request_id, reason = %denial.message, "auth callback answer refused");
@@ -219,7 +241,7 @@ impl HttpAuthorizer {
     }
 }
 
-fn authorization(request: &PublishRequest, allow: Allow) -> Result<Authorization, AuthDenial> {
+fn authorization(request: &PublishRequest, allow: Allow, ids: &StreamIdKey) -> Result<Authorization, AuthDenial> {
     let bad = |what: &str| {
         AuthDenial::new(
             DenyReason::CallbackBadAnswer,
@@ -229,7 +251,7 @@ fn authorization(request: &PublishRequest, allow: Allow) -> Result<Authorization
     let stream_id = match allow.stream_id {
         Some(id) if is_valid_stream_id(&id) => id,
         Some(_) => return Err(bad("stream_id")),
-        None => derived_stream_id(&request.app, &request.stream_key),
+        None => ids.derive(&request.app, &request.stream_key),
     };
     let app_id = match allow.app_id {
         Some(id) if is_valid_stream_id(&id) => id,
@@ -257,17 +279,6 @@ fn authorization(request: &PublishRequest, allow: Allow) -> Result<Authorization
     })
 }
 
-/// A stable id for a key the control plane did not name a stream for, so a
-/// reconnecting encoder continues the same stream.
-fn derived_stream_id(app: &str, key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(app.as_bytes())
-        .chain_update(b"/")
-        .chain_update(key.as_bytes())
-        .finalize();
-    format!("ext_{}", hex::encode(&digest[..8]))
-}
-
 fn sanitize_reason(reason: &str) -> String {
     reason
         .chars()
@@ -280,7 +291,7 @@ fn sanitize_reason(reason: &str) -> String {
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
         }
@@ -358,6 +369,10 @@ mod tests {
         }
     }
 
+    fn authorization(request: &PublishRequest, allow: Allow) -> Result<Authorization, AuthDenial> {
+        super::authorization(request, allow, &StreamIdKey::new([1; 32], Default::default()))
+    }
+
     #[test]
     fn answers_are_checked_before_they_become_paths() {
         let derived = authorization(&request(), Allow::default()).expect("allowed");
@@ -366,6 +381,8 @@ mod tests {
             derived.stream_id,
             authorization(&request(), Allow::default()).expect("same").stream_id
         );
+        // Keyed: not SHA-256("live/k1"), which a guesser could recompute.
+        assert_ne!(derived.stream_id, "ext_43eebfe7da3904e9");
         assert_eq!(derived.app_id, "live");
         for bad in ["../etc", "a/b", "", "x".repeat(65).as_str(), "sp ace"] {
             let allow = Allow {
@@ -401,16 +418,70 @@ mod tests {
         assert_eq!(sanitize_reason(&"x".repeat(1000)).len(), MAX_REASON_CHARS);
     }
 
-    #[test]
-    fn the_secret_is_not_in_debug_output() {
-        let settings = HttpAuthSettings {
-            url: "http://127.0.0.1:9/auth".into(),
+    fn settings(url: &str) -> HttpAuthSettings {
+        HttpAuthSettings {
+            url: url.into(),
             secret: "s3cr3t-value".into(),
             timeout: Duration::from_secs(2),
             cache_ttl: Duration::ZERO,
-        };
-        assert!(!format!("{settings:?}").contains("s3cr3t-value"));
-        let authorizer = HttpAuthorizer::new(settings).expect("client");
-        assert!(!format!("{authorizer:?}").contains("s3cr3t-value"));
+            stream_ids: StreamIdKey::random(),
+        }
+    }
+
+    #[test]
+    fn the_secret_is_not_in_debug_output() {
+        let settings = settings("http://user:url-pa55@127.0.0.1:9/auth?token=url-t0ken");
+        let authorizer = HttpAuthorizer::new(settings.clone()).expect("client");
+        for printed in [format!("{settings:?}"), format!("{authorizer:?}")] {
+            for secret in ["s3cr3t-value", "url-pa55", "url-t0ken"] {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+        }
+    }
+
+    #[test]
+    fn urls_are_logged_without_credentials_query_or_fragment() {
+        assert_eq!(
+            loggable_url("https://user:pa55@cp.example:8443/auth/publish?token=t#f"),
+            "https://cp.example:8443/auth/publish"
+        );
+        assert_eq!(loggable_url("http://cp.example/auth"), "http://cp.example/auth");
+        assert_eq!(loggable_url("not a url pa55"), "<unparsable URL>");
+    }
+
+    /// A `MakeWriter` that keeps what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unreachable_callback_is_logged_without_its_credentials() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Nothing listens on port 9 (discard): the connection is refused.
+        let authorizer =
+            HttpAuthorizer::new(settings("http://user:url-pa55@127.0.0.1:9/auth?token=url-t0ken")).expect("client");
+        let denial = authorizer.authorize(&request()).await.expect_err("unreachable");
+        assert_eq!(denial.reason, DenyReason::CallbackUnreachable);
+        let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+        assert!(log.contains("auth callback unreachable"), "{log}");
+        assert!(log.contains("http://127.0.0.1:9/auth"), "{log}");
+        for secret in ["url-pa55", "url-t0ken", "user:"] {
+            assert!(!log.contains(secret), "{secret} in {log}");
+        }
     }
 }

@@ -5,11 +5,15 @@
 //! every publish or admin request a single indexed query.
 
 mod public_key;
+mod secret;
+mod stream_ids;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub use public_key::{check_public_key_pem, PublicKeyError};
+pub use secret::Secret;
+pub use stream_ids::{KeyFileError, StreamIdKey, STREAM_ID_KEY_FILE};
 
 /// Visible prefix, so a leaked key is recognisable in logs and secret scanners.
 pub const STREAM_KEY_PREFIX: &str = "live_";

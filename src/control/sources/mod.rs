@@ -51,7 +51,7 @@ impl Sources {
         if name.is_empty() || name.len() > MAX_NAME {
             return Err(SourceError::Invalid(format!("name must be 1-{MAX_NAME} characters")));
         }
-        rtsp::split_credentials(&new.url).map_err(SourceError::Invalid)?;
+        rtsp::split_credentials(new.url.expose()).map_err(SourceError::Invalid)?;
         if self.control.app(app_id).await?.is_none() {
             return Err(SourceError::NoApp(app_id.to_owned()));
         }
@@ -69,9 +69,9 @@ impl Sources {
             id: format!("src_{}", uuid::Uuid::new_v4().simple()),
             app_id: app_id.to_owned(),
             stream_id: stream.id,
-            stream_key: key,
+            stream_key: key.into(),
             name: name.to_owned(),
-            url: new.url.trim().to_owned(),
+            url: new.url.expose().trim().into(),
             transport: new.transport,
             enabled: true,
             created_at: super::clock::unix_ms(),
@@ -216,8 +216,12 @@ impl SourceRunner {
             if self.running.lock().contains_key(id) {
                 continue;
             }
-            tracing::info!(source = %id, stream_id = %source.stream_id, url = %rtsp::redact(&source.url), "pull source starting");
-            let settings = PullSettings::new(source.url.clone(), source.transport, source.stream_key.clone());
+            tracing::info!(source = %id, stream_id = %source.stream_id, url = %rtsp::redact(source.url.expose()), "pull source starting");
+            let settings = PullSettings::new(
+                source.url.expose().to_owned(),
+                source.transport,
+                source.stream_key.expose().to_owned(),
+            );
             let handle = rtsp::spawn_pull(id, settings, self.gate.clone());
             self.running.lock().insert(
                 id.clone(),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::control::keys::Secret;
 use crate::ingest::rtsp::PullTransport;
 
 /// The stored row. `url` and `stream_key` are secrets: never serialised.
@@ -11,9 +12,9 @@ pub struct Source {
     pub id: String,
     pub app_id: String,
     pub stream_id: String,
-    pub stream_key: String,
+    pub stream_key: Secret,
     pub name: String,
-    pub url: String,
+    pub url: Secret,
     pub transport: PullTransport,
     pub enabled: bool,
     pub created_at: i64,
@@ -31,7 +32,8 @@ pub struct NewSource {
     pub name: String,
     /// `rtsp://[user:password@]host[:port]/path`. Stored,
     /// never shown again: responses carry it with the credentials masked.
-    pub url: String,
+    #[schema(value_type = String)]
+    pub url: Secret,
     /// `tcp` (default: interleaved, works through NAT) or `udp`.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -71,7 +73,7 @@ impl Source {
             app_id: self.app_id.clone(),
             stream_id: self.stream_id.clone(),
             name: self.name.clone(),
-            url: crate::ingest::rtsp::redact(&self.url),
+            url: crate::ingest::rtsp::redact(self.url.expose()),
             transport: self.transport,
             enabled: self.enabled,
             created_at: self.created_at,
@@ -80,6 +82,36 @@ impl Source {
             attempts: None,
             connections: None,
             state_at: self.state_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_holds_no_camera_credentials_or_stream_key() {
+        let source = Source {
+            id: "src_1".into(),
+            app_id: "app_1".into(),
+            stream_id: "st1".into(),
+            stream_key: "live_app_streamkeysecret".into(),
+            name: "cam".into(),
+            url: "rtsp://admin:cam-pa55@10.0.0.9/stream".into(),
+            transport: PullTransport::Tcp,
+            enabled: true,
+            created_at: 0,
+            state: "connecting".into(),
+            last_error: None,
+            state_at: 0,
+        };
+        let new: NewSource =
+            serde_json::from_str(r#"{"name":"cam","url":"rtsp://admin:new-pa55@10.0.0.9/s"}"#).expect("json");
+        assert_eq!(new.url.expose(), "rtsp://admin:new-pa55@10.0.0.9/s");
+        let printed = format!("{source:?} {new:?} {:?}", source.view());
+        for secret in ["cam-pa55", "new-pa55", "streamkeysecret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
         }
     }
 }

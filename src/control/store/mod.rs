@@ -3,6 +3,7 @@
 //! deployments. Queries are written in the SQL both understand.
 
 mod outbox;
+pub mod permissions;
 mod recordings;
 mod sources;
 mod sqlite;

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
-use super::{ControlStore, StoreError};
+use super::{permissions, ControlStore, StoreError};
 use crate::control::model::*;
 
 #[derive(Clone, Debug)]
@@ -60,6 +60,13 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
+        let io_err = |e| open_err(sqlx::Error::Io(e));
+        // It holds secrets: private from the first byte, and tightened if
+        // an older version left it (or its WAL) readable.
+        permissions::create_private_file(path).map_err(io_err)?;
+        for file in permissions::database_files(path) {
+            permissions::tighten(&file, permissions::FILE_MODE).map_err(io_err)?;
+        }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(open_err)?
             .create_if_missing(true)

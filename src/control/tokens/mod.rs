@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::{Mutex, RwLock};
 
+#[doc(hidden)]
+pub mod fuzz;
 mod ring;
 #[cfg(test)]
 mod tests;

@@ -107,12 +107,30 @@ impl Resolve for CheckingResolver {
     }
 }
 
-/// An IPv4 address written as IPv6 (`::ffff:10.0.0.1`) is judged as IPv4.
+/// An IPv4 address written as IPv6 is judged as IPv4: mapped
+/// (`::ffff:10.0.0.1`) and SIIT-translated (`::ffff:0:10.0.0.1`) forms
+/// both reach the IPv4 host, and the allow list is written in IPv4 terms.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .or_else(|| translated_v4(v6))
+            .map(IpAddr::V4)
+            .unwrap_or(ip),
         v4 => v4,
     }
+}
+
+/// `::ffff:0:a.b.c.d` (RFC 2765's IPv4-translated form).
+fn translated_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    match ip.segments() {
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(v4_from(hi, lo)),
+        _ => None,
+    }
+}
+
+fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
 }
 
 fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
@@ -147,7 +165,8 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
     if ip.is_loopback() {
         Some("loopback")
     } else if ip.is_unspecified() {
@@ -157,15 +176,33 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("private (unique local)")
     } else if first & 0xffc0 == 0xfe80 {
         Some("link-local")
+    } else if first & 0xffc0 == 0xfec0 {
+        // Deprecated, but hosts may still route it inside a site.
+        Some("site-local")
     } else if ip.is_multicast() {
         Some("multicast")
-    } else if first == 0x64 && ip.segments()[1] == 0xff9b {
-        // NAT64 can reach any IPv4 address, private ones included.
-        Some("NAT64")
-    } else if ip.to_ipv4().is_some() && first == 0 {
-        Some("IPv4-compatible")
     } else {
-        None
+        forbidden_v6_embedding(segments)
+    }
+}
+
+/// Ranges that carry an IPv4 address inside, or that tunnel to one, so the
+/// request may land on a private IPv4 host whatever the IPv6 prefix says.
+fn forbidden_v6_embedding(segments: [u16; 8]) -> Option<&'static str> {
+    match segments {
+        // NAT64 (well-known and local-use) can reach any IPv4 address,
+        // private ones included.
+        [0x64, 0xff9b, ..] => Some("NAT64"),
+        [0x2002, hi, lo, ..] => forbidden_v4(v4_from(hi, lo)).map(|_| "6to4 embedding a non-public IPv4 address"),
+        // Teredo's client address is obfuscated and its relay is arbitrary:
+        // no way to tell where a packet ends up.
+        [0x2001, 0, ..] => Some("Teredo"),
+        [0x2001, 0x0db8, ..] => Some("documentation"),
+        [0x100, 0, 0, 0, ..] => Some("discard-only"),
+        // ::/8 is reserved; it holds the deprecated IPv4-compatible form
+        // `::a.b.c.d` (mapped and translated forms are judged as IPv4).
+        [first, ..] if first & 0xff00 == 0 => Some("reserved or IPv4-compatible"),
+        _ => None,
     }
 }
 
@@ -199,12 +236,54 @@ mod tests {
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
             "ff02::1",
+            "::7f00:1",
+            "::10.0.0.1",
         ] {
             assert!(refused(&policy, ip), "{ip} should be refused");
         }
         for ip in ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
             assert!(!refused(&policy, ip), "{ip} should be allowed");
         }
+    }
+
+    #[test]
+    fn private_ipv4_embedded_in_ipv6_is_refused() {
+        let policy = AddressPolicy::default();
+        for ip in [
+            // 6to4 for 127.0.0.1, 10.0.0.1, 192.168.1.1, 169.254.169.254.
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:c0a8:101::",
+            "2002:a9fe:a9fe::1",
+            // IPv4-translated (SIIT) loopback and private.
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            // NAT64, well-known and local-use prefixes.
+            "64:ff9b::7f00:1",
+            "64:ff9b::c0a8:101",
+            "64:ff9b:1::a00:1",
+            // IPv4-compatible.
+            "::127.0.0.1",
+            "::192.168.0.1",
+            // Teredo, whatever it embeds.
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001::1",
+        ] {
+            assert!(refused(&policy, ip), "{ip} should be refused");
+        }
+        // 6to4 and translated forms of a public address stay reachable.
+        for ip in ["2002:808:808::1", "::ffff:0:808:808"] {
+            assert!(!refused(&policy, ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn site_local_and_reserved_ipv6_ranges_are_refused() {
+        let policy = AddressPolicy::default();
+        for ip in ["fec0::1", "feff::1", "2001:db8::1", "100::1"] {
+            assert!(refused(&policy, ip), "{ip} should be refused");
+        }
+        assert!(!refused(&policy, "2001:4860:4860::8888"));
     }
 
     #[test]

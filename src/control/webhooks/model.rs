@@ -4,6 +4,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::control::keys::Secret;
+
 /// Every event type we send. The names are part of our public contract
 /// (docs/events.md): never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
@@ -22,6 +24,10 @@ pub enum EventType {
     StreamFailed,
     #[serde(rename = "stream.rejected")]
     StreamRejected,
+    #[serde(rename = "stream.degraded")]
+    StreamDegraded,
+    #[serde(rename = "stream.recovered")]
+    StreamRecovered,
     #[serde(rename = "viewers.updated")]
     ViewersUpdated,
     #[serde(rename = "recording.ready")]
@@ -32,7 +38,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         EventType::StreamConnected,
         EventType::StreamActive,
         EventType::StreamDisconnected,
@@ -40,6 +46,8 @@ impl EventType {
         EventType::StreamTakeover,
         EventType::StreamFailed,
         EventType::StreamRejected,
+        EventType::StreamDegraded,
+        EventType::StreamRecovered,
         EventType::ViewersUpdated,
         EventType::RecordingReady,
         EventType::WebhookTest,
@@ -54,6 +62,8 @@ impl EventType {
             EventType::StreamTakeover => "stream.takeover",
             EventType::StreamFailed => "stream.failed",
             EventType::StreamRejected => "stream.rejected",
+            EventType::StreamDegraded => "stream.degraded",
+            EventType::StreamRecovered => "stream.recovered",
             EventType::ViewersUpdated => "viewers.updated",
             EventType::RecordingReady => "recording.ready",
             EventType::WebhookTest => "webhook.test",
@@ -168,9 +178,9 @@ pub struct WebhookEndpoint {
     /// Until then (seconds since the epoch) the previous secret signs too.
     pub previous_secret_expires_at: Option<i64>,
     #[serde(skip)]
-    pub secret: String,
+    pub secret: Secret,
     #[serde(skip)]
-    pub previous_secret: Option<String>,
+    pub previous_secret: Option<Secret>,
 }
 
 impl WebhookEndpoint {
@@ -184,7 +194,7 @@ pub struct NewWebhook {
     pub url: String,
     pub description: String,
     pub event_types: Vec<String>,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -279,4 +289,38 @@ pub struct EventFilter {
     pub app_id: Option<String>,
     pub stream_id: Option<String>,
     pub limit: u32,
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_debug_and_json_hold_no_signing_secret() {
+        let endpoint = WebhookEndpoint {
+            id: "wh_1".into(),
+            app_id: "app_1".into(),
+            url: "https://hooks.example/x".into(),
+            description: String::new(),
+            event_types: Vec::new(),
+            enabled: true,
+            disabled_reason: None,
+            created_at: 0,
+            updated_at: 0,
+            previous_secret_expires_at: Some(1),
+            secret: "whsec_current-secret".into(),
+            previous_secret: Some("whsec_previous-secret".into()),
+        };
+        let new = NewWebhook {
+            url: endpoint.url.clone(),
+            description: String::new(),
+            event_types: Vec::new(),
+            secret: "whsec_new-secret".into(),
+        };
+        let json = serde_json::to_string(&endpoint).expect("json");
+        let printed = format!("{endpoint:?} {new:?} {json}");
+        for secret in ["current-secret", "previous-secret", "new-secret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+    }
 }

@@ -127,10 +127,10 @@ impl Sender {
 
 /// The current secret, and the previous one while its rollover lasts.
 fn active_secrets(endpoint: &WebhookEndpoint, now: i64) -> Vec<&str> {
-    let mut secrets = vec![endpoint.secret.as_str()];
+    let mut secrets = vec![endpoint.secret.expose()];
     if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_secret_expires_at) {
         if now < until {
-            secrets.push(previous.as_str());
+            secrets.push(previous.expose());
         }
     }
     secrets

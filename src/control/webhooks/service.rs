@@ -40,7 +40,7 @@ pub struct WebhookService {
 #[derive(Debug, Clone)]
 pub struct WithSecret {
     pub endpoint: WebhookEndpoint,
-    pub secret: String,
+    pub secret: crate::control::keys::Secret,
 }
 
 impl WebhookService {
@@ -108,20 +108,20 @@ impl WebhookService {
         url: String,
         description: Option<String>,
         mut event_types: Vec<String>,
-        secret: Option<String>,
+        secret: Option<crate::control::keys::Secret>,
     ) -> Result<WithSecret, WebhookError> {
         self.check_url(&url).await?;
         Self::check_types(&event_types)?;
         let description = description.unwrap_or_default();
         Self::check_description(&description)?;
         let secret = match secret {
-            Some(s) if is_valid_secret(&s) => s,
+            Some(s) if is_valid_secret(s.expose()) => s,
             Some(_) => {
                 return Err(WebhookError::Invalid(
                     "secret must be whsec_ followed by base64 of 24 to 64 bytes".into(),
                 ))
             }
-            None => new_secret(),
+            None => new_secret().into(),
         };
         event_types.sort();
         event_types.dedup();
@@ -170,7 +170,10 @@ impl WebhookService {
             .rotate_webhook_secret(id, &secret, until)
             .await?
             .ok_or(WebhookError::NotFound)?;
-        Ok(WithSecret { endpoint, secret })
+        Ok(WithSecret {
+            endpoint,
+            secret: secret.into(),
+        })
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), WebhookError> {

@@ -19,8 +19,14 @@ pub enum ChunkError {
     HeaderMidMessage { csid: u32, fmt: u8 },
     #[error("more than {MAX_PARTIAL_MESSAGES} partially received messages at once")]
     TooManyPartialMessages,
+    #[error("more than {limit} bytes of partially received messages at once")]
+    TooManyPartialBytes { limit: usize },
+    #[error("more than {limit} chunk streams opened on one connection")]
+    TooManyChunkStreams { limit: usize },
     #[error("invalid chunk size {0}")]
     InvalidChunkSize(u32),
+    #[error("{buffered} bytes waiting to be parsed exceed the limit of {limit}")]
+    BufferFull { buffered: usize, limit: usize },
 }
 
 /// A complete message as reassembled from chunks.
@@ -35,6 +41,12 @@ pub(crate) struct RawMessage {
 
 const DEFAULT_CHUNK_SIZE: usize = 128;
 const MAX_PARTIAL_MESSAGES: usize = 8;
+/// Real encoders use fewer than 10 chunk streams; the protocol allows 65,599.
+pub(crate) const DEFAULT_MAX_CHUNK_STREAMS: usize = 64;
+/// The most a caller pushes between two drains (the connection's read buffer).
+pub(crate) const MAX_PUSH: usize = 64 * 1024;
+/// Basic header (3) + type 0 message header (11) + extended timestamp (4).
+const MAX_HEADER_LEN: usize = 18;
 const EXTENDED_TIMESTAMP: u32 = 0x00ff_ffff;
 /// Chunk sizes above 2^24 buy nothing (messages are at most 2^24-1 bytes).
 const MAX_CHUNK_SIZE: u32 = 0x00ff_ffff;
@@ -47,17 +59,67 @@ struct ChunkStream {
     /// librtmp do).
     delta: u32,
     extended: bool,
+    /// The extended timestamp field of the last type 0/1/2 header: what a
+    /// type 3 chunk repeats when the peer follows the spec.
+    extended_field: u32,
     length: u32,
     type_id: u8,
     stream_id: u32,
     partial: Option<BytesMut>,
 }
 
+impl ChunkStream {
+    /// Applies the header of a chunk that starts a new message.
+    fn begin_message(&mut self, header: &Header, length: u32) {
+        match (header.fmt, header.timestamp_field) {
+            (0, Some(absolute)) => {
+                self.timestamp = absolute;
+                self.delta = absolute;
+            }
+            (_, Some(delta)) => {
+                self.timestamp = self.timestamp.wrapping_add(delta);
+                self.delta = delta;
+            }
+            (_, None) => self.timestamp = self.timestamp.wrapping_add(self.delta),
+        }
+        if header.fmt < 3 {
+            self.extended = header.has_extended;
+            if let (true, Some(field)) = (header.has_extended, header.timestamp_field) {
+                self.extended_field = field;
+            }
+        }
+        self.length = length;
+        if let Some(type_id) = header.type_id {
+            self.type_id = type_id;
+        }
+        if let Some(stream_id) = header.stream_id {
+            self.stream_id = stream_id;
+        }
+    }
+
+    /// Whether `value`, read where a type 3 chunk may carry an extended
+    /// timestamp, is that repeat. librtmp and FFmpeg repeat the last header's
+    /// field (a delta after type 1/2); some servers' clients send the
+    /// message's absolute timestamp.
+    fn repeats_extended(&self, value: u32) -> bool {
+        value == self.extended_field || value == self.timestamp
+    }
+}
+
 pub(crate) struct ChunkReader {
     chunk_size: usize,
     max_message_size: u32,
+    max_chunk_streams: usize,
     streams: HashMap<u32, ChunkStream>,
+    /// How many `streams` hold a partial message. Kept as we go: counting on
+    /// every chunk made a connection with thousands of streams quadratic.
+    partial_messages: usize,
+    /// Bytes held in those partial messages, bounded by twice the message
+    /// size limit (a keyframe and the audio interleaved with it fit).
+    partial_bytes: usize,
     buffer: BytesMut,
+    /// Set when a push was refused; the stream is broken from there on.
+    overflow: Option<ChunkError>,
 }
 
 enum Chunk {
@@ -82,12 +144,39 @@ impl ChunkReader {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_message_size,
+            max_chunk_streams: DEFAULT_MAX_CHUNK_STREAMS,
             streams: HashMap::new(),
+            partial_messages: 0,
+            partial_bytes: 0,
             buffer: BytesMut::with_capacity(16 * 1024),
+            overflow: None,
         }
     }
 
+    pub(crate) fn with_max_chunk_streams(mut self, limit: usize) -> Self {
+        self.max_chunk_streams = limit;
+        self
+    }
+
+    /// Raised once a publish is accepted: a keyframe needs more room than
+    /// the commands that come before it.
+    pub(crate) fn set_max_message_size(&mut self, limit: u32) {
+        self.max_message_size = limit;
+    }
+
+    /// Appends bytes read from the peer. Between two drains with
+    /// [`ChunkReader::next_message`] the buffer holds at most one incomplete
+    /// chunk (a header and at most one message) plus one push of at most
+    /// [`MAX_PUSH`] bytes. Anything beyond is a caller bug that must not turn
+    /// into unbounded memory: the bytes are refused and the next
+    /// `next_message` fails.
     pub(crate) fn push(&mut self, data: &[u8]) {
+        let limit = self.max_message_size as usize + MAX_HEADER_LEN + MAX_PUSH;
+        let buffered = self.buffer.len().saturating_add(data.len());
+        if buffered > limit {
+            self.overflow.get_or_insert(ChunkError::BufferFull { buffered, limit });
+            return;
+        }
         self.buffer.extend_from_slice(data);
     }
 
@@ -102,12 +191,18 @@ impl ChunkReader {
     /// Abort Message: drop the partial message of `csid`.
     pub(crate) fn abort(&mut self, csid: u32) {
         if let Some(stream) = self.streams.get_mut(&csid) {
-            stream.partial = None;
+            if let Some(partial) = stream.partial.take() {
+                self.partial_messages = self.partial_messages.saturating_sub(1);
+                self.partial_bytes = self.partial_bytes.saturating_sub(partial.len());
+            }
         }
     }
 
     /// The next complete message, or `None` when more bytes are needed.
     pub(crate) fn next_message(&mut self) -> Result<Option<RawMessage>, ChunkError> {
+        if let Some(err) = &self.overflow {
+            return Err(err.clone());
+        }
         loop {
             let Some(header) = self.peek_header()? else {
                 return Ok(None);
@@ -152,6 +247,11 @@ impl ChunkReader {
         if fmt != 0 && previous.is_none() {
             return Err(ChunkError::NoPreviousHeader { csid, fmt });
         }
+        if previous.is_none() && self.streams.len() >= self.max_chunk_streams {
+            return Err(ChunkError::TooManyChunkStreams {
+                limit: self.max_chunk_streams,
+            });
+        }
         let timestamp_field = (fmt < 3).then(|| u24(&fields[0..3]));
         let length = (fmt < 2).then(|| u24(&fields[3..6]));
         let type_id = (fmt < 2).then(|| fields[6]);
@@ -165,10 +265,16 @@ impl ChunkReader {
             let Some(ext) = buf.get(pos..pos + 4) else {
                 return Ok(None);
             };
-            pos += 4;
+            let ext = u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]);
             if fmt < 3 {
-                timestamp_field = Some(u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]));
+                timestamp_field = Some(ext);
+                pos += 4;
+            } else if previous.is_some_and(|p| p.repeats_extended(ext)) {
+                pos += 4;
             }
+            // Otherwise a type 3 chunk without the repeat the spec asks for
+            // (some encoders omit it): the 4 bytes are payload, as FFmpeg,
+            // nginx-rtmp and SRS read it.
         }
         Ok(Some(Header {
             fmt,
@@ -183,7 +289,6 @@ impl ChunkReader {
     }
 
     fn consume_chunk(&mut self, header: Header) -> Result<Chunk, ChunkError> {
-        let partial_count = self.streams.values().filter(|s| s.partial.is_some()).count();
         let stream = self.streams.entry(header.csid).or_default();
         let continuing = stream.partial.is_some();
         if continuing && header.fmt != 3 {
@@ -205,41 +310,35 @@ impl ChunkReader {
         if self.buffer.len() < header.len + piece {
             return Ok(Chunk::NeedMoreBytes);
         }
-        if !continuing && partial_count >= MAX_PARTIAL_MESSAGES && piece < length as usize {
+        let stays_partial = received + piece < length as usize;
+        if !continuing && self.partial_messages >= MAX_PARTIAL_MESSAGES && stays_partial {
             return Err(ChunkError::TooManyPartialMessages);
         }
-
+        let max_partial_bytes = 2 * self.max_message_size as usize;
+        if stays_partial && self.partial_bytes + piece > max_partial_bytes {
+            return Err(ChunkError::TooManyPartialBytes {
+                limit: max_partial_bytes,
+            });
+        }
         if !continuing {
-            match (header.fmt, header.timestamp_field) {
-                (0, Some(absolute)) => {
-                    stream.timestamp = absolute;
-                    stream.delta = absolute;
-                }
-                (_, Some(delta)) => {
-                    stream.timestamp = stream.timestamp.wrapping_add(delta);
-                    stream.delta = delta;
-                }
-                (_, None) => stream.timestamp = stream.timestamp.wrapping_add(stream.delta),
-            }
-            if header.fmt < 3 {
-                stream.extended = header.has_extended;
-            }
-            stream.length = length;
-            if let Some(type_id) = header.type_id {
-                stream.type_id = type_id;
-            }
-            if let Some(stream_id) = header.stream_id {
-                stream.stream_id = stream_id;
-            }
+            stream.begin_message(&header, length);
         }
 
         self.buffer.advance(header.len);
         let data = self.buffer.split_to(piece);
         let mut partial = stream.partial.take().unwrap_or_default();
         partial.extend_from_slice(&data);
-        if partial.len() < length as usize {
+        if stays_partial {
+            if !continuing {
+                self.partial_messages += 1;
+            }
+            self.partial_bytes += piece;
             stream.partial = Some(partial);
             return Ok(Chunk::Partial);
+        }
+        if continuing {
+            self.partial_messages = self.partial_messages.saturating_sub(1);
+            self.partial_bytes = self.partial_bytes.saturating_sub(received);
         }
         Ok(Chunk::Complete(RawMessage {
             type_id: stream.type_id,
@@ -431,5 +530,238 @@ mod tests {
         let got = read_all(&mut reader);
         assert_eq!(got.len(), 1);
         assert!(got[0].payload.is_empty());
+    }
+
+    /// A type 0 header on a three-byte chunk stream id (64..=65599).
+    fn type0_wide(csid: u32, type_id: u8, payload_len: usize) -> Vec<u8> {
+        let rest = csid - 64;
+        let mut v = vec![0x01, rest as u8, (rest >> 8) as u8];
+        v.extend_from_slice(&type0(0, 0, type_id, 1, payload_len)[1..]);
+        v
+    }
+
+    fn scanned_partials(reader: &ChunkReader) -> usize {
+        reader.streams.values().filter(|s| s.partial.is_some()).count()
+    }
+
+    #[test]
+    fn thousands_of_chunk_streams_are_refused_quickly() {
+        let started = std::time::Instant::now();
+        let mut reader = ChunkReader::new(1 << 16);
+        let mut read = 0;
+        let mut outcome = Ok(None);
+        'feed: for csid in 64..65_064u32 {
+            reader.push(&type0_wide(csid, 20, 0));
+            loop {
+                match reader.next_message() {
+                    Ok(Some(_)) => read += 1,
+                    Ok(None) => break,
+                    err @ Err(_) => {
+                        outcome = err;
+                        break 'feed;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            outcome,
+            Err(ChunkError::TooManyChunkStreams {
+                limit: DEFAULT_MAX_CHUNK_STREAMS
+            })
+        );
+        assert_eq!(read, DEFAULT_MAX_CHUNK_STREAMS);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn chunk_cost_does_not_grow_with_the_number_of_streams() {
+        // With the cap lifted, 65,000 open streams and then 20,000 more
+        // chunks: counting partial messages by scanning every stream on
+        // every chunk took over a billion steps here.
+        let mut reader = ChunkReader::new(1 << 16).with_max_chunk_streams(70_000);
+        let started = std::time::Instant::now();
+        for csid in 64..65_064u32 {
+            reader.push(&type0_wide(csid, 20, 0));
+            assert!(reader.next_message().expect("valid").is_some());
+        }
+        for _ in 0..20_000 {
+            // Type 3 on the last stream: a new zero-length message each time.
+            reader.push(&[0xc1, 0xe7, 0xfd]);
+            assert!(reader.next_message().expect("valid").is_some());
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn partial_message_count_follows_completion_and_abort() {
+        let mut reader = ChunkReader::new(1 << 16);
+        let step = |reader: &mut ChunkReader, wire: &[u8]| {
+            reader.push(wire);
+            let got = read_all(reader).len();
+            assert_eq!(reader.partial_messages, scanned_partials(reader));
+            (got, reader.partial_messages)
+        };
+        let mut a = type0(4, 0, 9, 1, 200);
+        a.extend_from_slice(&[1; 128]);
+        assert_eq!(step(&mut reader, &a), (0, 1));
+        let mut b = type0(5, 0, 9, 1, 300);
+        b.extend_from_slice(&[2; 128]);
+        assert_eq!(step(&mut reader, &b), (0, 2));
+        let mut c = type0(6, 0, 8, 1, 10);
+        c.extend_from_slice(&[3; 10]);
+        assert_eq!(step(&mut reader, &c), (1, 2));
+        let mut a_end = vec![0xc4];
+        a_end.extend_from_slice(&[1; 72]);
+        assert_eq!(step(&mut reader, &a_end), (1, 1));
+        for csid in [5, 5, 99, 4] {
+            reader.abort(csid);
+            assert_eq!(reader.partial_messages, scanned_partials(&reader));
+        }
+        assert_eq!(reader.partial_messages, 0);
+        let mut b_new = type0(5, 10, 9, 1, 1);
+        b_new.push(4);
+        assert_eq!(step(&mut reader, &b_new), (1, 0));
+        // The freed slots are usable again: exactly MAX_PARTIAL_MESSAGES fit.
+        for csid in 10..(10 + MAX_PARTIAL_MESSAGES as u8) {
+            let mut wire = type0(csid, 0, 9, 1, 500);
+            wire.extend_from_slice(&[0u8; 128]);
+            step(&mut reader, &wire);
+        }
+        assert_eq!(reader.partial_messages, MAX_PARTIAL_MESSAGES);
+        let mut wire = type0(30, 0, 9, 1, 500);
+        wire.extend_from_slice(&[0u8; 128]);
+        reader.push(&wire);
+        assert_eq!(reader.next_message(), Err(ChunkError::TooManyPartialMessages));
+    }
+
+    #[test]
+    fn bytes_held_in_partial_messages_are_bounded() {
+        let mut reader = ChunkReader::new(64 * 1024);
+        reader.set_chunk_size(60_000).expect("valid");
+        let mut results = Vec::new();
+        for csid in 3..6u8 {
+            reader.push(&type0(csid, 0, 18, 1, 64 * 1024));
+            reader.push(&vec![0u8; 60_000]);
+            results.push(reader.next_message());
+        }
+        assert_eq!(results[..2], [Ok(None), Ok(None)]);
+        assert_eq!(results[2], Err(ChunkError::TooManyPartialBytes { limit: 128 * 1024 }));
+        assert_eq!(reader.partial_bytes, 120_000);
+        // Completing and aborting give the bytes back.
+        reader.buffer.clear();
+        let mut rest = vec![0xc3];
+        rest.extend_from_slice(&[0u8; 64 * 1024 - 60_000]);
+        reader.push(&rest);
+        assert_eq!(read_all(&mut reader).len(), 1);
+        assert_eq!(reader.partial_bytes, 60_000);
+        reader.abort(4);
+        assert_eq!((reader.partial_bytes, reader.partial_messages), (0, 0));
+    }
+
+    /// A 200-byte message at an extended timestamp, split over a type 0 and
+    /// a type 3 chunk, with or without the repeated extended timestamp.
+    fn extended_message(ts: u32, repeat: bool, payload: &[u8]) -> Vec<u8> {
+        let mut wire = type0(6, ts, 9, 1, payload.len());
+        wire.extend_from_slice(&payload[..128]);
+        wire.push(0xc6);
+        if repeat {
+            wire.extend_from_slice(&ts.to_be_bytes());
+        }
+        wire.extend_from_slice(&payload[128..]);
+        wire
+    }
+
+    #[test]
+    fn type3_chunks_with_and_without_the_repeated_extended_timestamp() {
+        let payload: Vec<u8> = (0..200u32).map(|i| (i % 251) as u8).collect();
+        let ts = 0x0123_4567;
+        for repeat in [true, false] {
+            let mut reader = ChunkReader::new(1 << 16);
+            let mut wire = extended_message(ts, repeat, &payload);
+            // A second message on the same stream, again in both forms.
+            wire.extend(extended_message(ts + 40, repeat, &payload));
+            reader.push(&wire);
+            let got = read_all(&mut reader);
+            assert_eq!(got.len(), 2, "repeat={repeat}");
+            for (message, expect_ts) in got.iter().zip([ts, ts + 40]) {
+                assert_eq!(message.payload.as_ref(), &payload[..], "repeat={repeat}");
+                assert_eq!(message.timestamp, expect_ts);
+            }
+            assert!(reader.buffer.is_empty());
+        }
+    }
+
+    #[test]
+    fn type3_new_message_after_an_extended_delta_with_and_without_the_repeat() {
+        for repeat in [true, false] {
+            let mut reader = ChunkReader::new(1 << 16);
+            let mut wire = type0(4, 0, 8, 1, 2);
+            wire.extend_from_slice(b"AA");
+            // Type 2 with an extended delta of 0x01000000.
+            wire.extend_from_slice(&[0x84, 0xff, 0xff, 0xff]);
+            wire.extend_from_slice(&0x0100_0000u32.to_be_bytes());
+            wire.extend_from_slice(b"BB");
+            // Type 3 starting a new message: the same delta again.
+            wire.push(0xc4);
+            if repeat {
+                wire.extend_from_slice(&0x0100_0000u32.to_be_bytes());
+            }
+            wire.extend_from_slice(b"CC");
+            // Whether 4 bytes are a repeat can only be told once 4 bytes are
+            // there: real publishers always send more.
+            wire.extend(type0(5, 9, 8, 1, 1));
+            wire.push(b'D');
+            reader.push(&wire);
+            let got: Vec<(u32, Vec<u8>)> = read_all(&mut reader)
+                .into_iter()
+                .map(|m| (m.timestamp, m.payload.to_vec()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (0, b"AA".to_vec()),
+                    (0x0100_0000, b"BB".to_vec()),
+                    (0x0200_0000, b"CC".to_vec()),
+                    (9, b"D".to_vec())
+                ],
+                "repeat={repeat}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_limit_is_raised_only_when_asked_and_the_buffer_is_bounded() {
+        let mut reader = ChunkReader::new(64 * 1024);
+        reader.push(&type0(4, 0, 9, 1, 100_000));
+        assert!(matches!(
+            reader.next_message(),
+            Err(ChunkError::MessageTooLarge { length: 100_000, .. })
+        ));
+
+        let mut reader = ChunkReader::new(64 * 1024);
+        reader.set_max_message_size(1 << 20);
+        reader.set_chunk_size(1 << 20).expect("valid");
+        reader.push(&type0(4, 0, 9, 1, 100_000));
+        reader.push(&vec![7u8; 100_000]);
+        assert_eq!(read_all(&mut reader).len(), 1);
+
+        let mut reader = ChunkReader::new(64 * 1024);
+        let limit = 64 * 1024 + MAX_HEADER_LEN + MAX_PUSH;
+        reader.push(&vec![0u8; MAX_PUSH]);
+        reader.push(&vec![0u8; 64 * 1024]);
+        assert_eq!(reader.overflow, None);
+        reader.push(&[0u8; MAX_HEADER_LEN + 1]);
+        assert_eq!(reader.buffer.len(), limit - MAX_HEADER_LEN);
+        assert_eq!(
+            reader.next_message(),
+            Err(ChunkError::BufferFull {
+                buffered: limit + 1,
+                limit
+            })
+        );
     }
 }

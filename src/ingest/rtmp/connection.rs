@@ -6,26 +6,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Span};
 
 use super::ack::AckCounter;
 use super::amf0::{self, Amf};
-use super::chunk::{ChunkReader, RawMessage};
+use super::chunk::{ChunkReader, RawMessage, MAX_PUSH};
 use super::error::{ConnectionError, EndReason};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::metadata;
 use super::rml::{HandshakeProgress, Outbound, ServerHandshake};
 use super::settings::RtmpSettings;
-use super::timestamp::TrackClock;
+use super::timestamp::{TimelineExhausted, TrackClock};
 use crate::ingest::{
     AudioConfig, AudioFrame, MediaPacket, PublishGate, PublishRequest, PublishSession, RejectCode, VideoConfig,
     VideoFrame,
 };
+use crate::logging::{clip, LogLimiter};
 
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = MAX_PUSH;
 /// After sending a final error status, how long we wait for the client to
 /// read it and hang up before we drop the socket.
 const LINGER: Duration = Duration::from_secs(2);
@@ -35,11 +38,29 @@ enum Flow {
     Close(EndReason),
 }
 
+/// What the connections of one listener share.
+pub(crate) struct Shared {
+    pub(crate) settings: RtmpSettings,
+    pub(crate) gate: Arc<dyn PublishGate>,
+    /// Paces the end-of-connection line of connections that never
+    /// published: anyone can open those at will.
+    pub(crate) unpublished_end_log: Mutex<LogLimiter>,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: RtmpSettings, gate: Arc<dyn PublishGate>) -> Self {
+        Self {
+            settings,
+            gate,
+            unpublished_end_log: Mutex::new(LogLimiter::default()),
+        }
+    }
+}
+
 pub(crate) struct Connection {
     id: u64,
     peer: SocketAddr,
-    settings: Arc<RtmpSettings>,
-    gate: Arc<dyn PublishGate>,
+    shared: Arc<Shared>,
     socket: TcpStream,
     shutdown: CancellationToken,
     span: Span,
@@ -50,6 +71,11 @@ pub(crate) struct Connection {
     app: Option<String>,
     next_stream_id: u32,
     publish: Option<Publishing>,
+    /// Until a publish reaches the gate, the connection must get there by
+    /// this instant.
+    publish_deadline: Option<Instant>,
+    /// A publish was accepted at some point (the session may have ended).
+    published: bool,
 }
 
 struct Publishing {
@@ -70,18 +96,20 @@ impl Connection {
         id: u64,
         peer: SocketAddr,
         socket: TcpStream,
-        settings: Arc<RtmpSettings>,
-        gate: Arc<dyn PublishGate>,
+        shared: Arc<Shared>,
         shutdown: CancellationToken,
         span: Span,
     ) -> Self {
+        let settings = &shared.settings;
         Self {
             id,
             peer,
-            reader: ChunkReader::new(settings.max_message_size),
+            reader: ChunkReader::new(settings.max_message_size_before_publish)
+                .with_max_chunk_streams(settings.max_chunk_streams),
             ack: AckCounter::new(settings.window_ack_size),
-            settings,
-            gate,
+            publish_deadline: Some(Instant::now() + settings.publish_timeout),
+            published: false,
+            shared,
             socket,
             shutdown,
             span,
@@ -96,25 +124,47 @@ impl Connection {
     /// Drives the connection to its end and logs why it ended.
     pub(crate) async fn run(mut self) {
         let outcome = self.drive().await;
-        match &outcome {
-            Ok(closed) => info!(reason = ?closed, bytes_in = self.ack.total_received(), "connection closed"),
-            Err(
-                err @ (ConnectionError::Rejected(_) | ConnectionError::Refused(_) | ConnectionError::Unsupported(_)),
-            ) => warn!(error = %err, "connection closed"),
-            Err(err) => warn!(error = %err, bytes_in = self.ack.total_received(), "connection dropped"),
-        }
-        if let Err(ConnectionError::Rejected(_) | ConnectionError::Refused(_) | ConnectionError::Unsupported(_)) =
-            outcome
+        self.log_end(&outcome);
+        if let Ok(EndReason::MediaClosed)
+        | Err(ConnectionError::Rejected(_) | ConnectionError::Refused(_) | ConnectionError::Unsupported(_)) = outcome
         {
             self.linger_close().await;
         }
     }
 
+    /// One line per connection. Connections that never published share a
+    /// listener-wide pace (the rest go to debug), so a flood of bad
+    /// connections cannot flood the log.
+    fn log_end(&self, outcome: &Result<EndReason, ConnectionError>) {
+        let bytes_in = self.ack.total_received();
+        let paced = if self.published {
+            Some(None)
+        } else {
+            self.shared.unpublished_end_log.lock().allow().map(Some)
+        };
+        let Some(suppressed) = paced else {
+            match outcome {
+                Ok(closed) => debug!(reason = ?closed, bytes_in, "connection closed"),
+                Err(err) => debug!(error = %clip(&err.to_string()), bytes_in, "connection dropped"),
+            }
+            return;
+        };
+        match outcome {
+            Ok(closed) => info!(reason = ?closed, bytes_in, suppressed, "connection closed"),
+            Err(
+                err @ (ConnectionError::Rejected(_) | ConnectionError::Refused(_) | ConnectionError::Unsupported(_)),
+            ) => warn!(error = %clip(&err.to_string()), suppressed, "connection closed"),
+            Err(err) => warn!(error = %clip(&err.to_string()), bytes_in, suppressed, "connection dropped"),
+        }
+    }
+
     async fn drive(&mut self) -> Result<EndReason, ConnectionError> {
-        let handshake_timeout = self.settings.handshake_timeout;
+        let handshake_timeout = self.shared.settings.handshake_timeout;
         let shutdown = self.shutdown.clone();
+        let deadline = self.publish_deadline;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(EndReason::Shutdown),
+            _ = until(deadline) => return Err(ConnectionError::PublishTimeout(self.shared.settings.publish_timeout)),
             result = tokio::time::timeout(handshake_timeout, self.handshake()) => match result {
                 Err(_) => return Err(ConnectionError::HandshakeTimeout(handshake_timeout)),
                 Ok(result) => result?,
@@ -122,6 +172,17 @@ impl Connection {
         }
         debug!("handshake done");
         let outcome = self.serve_messages().await;
+        if let Ok(EndReason::MediaClosed) = outcome {
+            // The ladder behind this publish failed: say so, so that the
+            // encoder shows an error instead of a dropped connection.
+            let stream_id = self.publish.as_ref().map_or(1, |p| p.message_stream_id);
+            self.send_status(
+                stream_id,
+                "error",
+                "NetStream.Publish.Failed",
+                "stream failed on the server",
+            )?;
+        }
         // Whatever ended the session, tell the peer what we queued (error
         // statuses in particular) before the socket goes away.
         if !self.pending.is_empty() {
@@ -153,7 +214,7 @@ impl Connection {
 
     async fn serve_messages(&mut self) -> Result<EndReason, ConnectionError> {
         let mut buf = vec![0u8; READ_BUFFER];
-        let idle = self.settings.idle_timeout;
+        let idle = self.shared.settings.idle_timeout;
         // Messages that arrived right behind C2.
         if let Flow::Close(closed) = self.process_buffered().await? {
             return Ok(closed);
@@ -164,11 +225,13 @@ impl Connection {
                 .publish
                 .as_ref()
                 .map(|p| (p.session.kicked.clone(), p.session.media.clone()));
+            let deadline = self.publish_deadline;
             let read = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Ok(EndReason::Shutdown),
                 _ = kicked(&watched) => return Ok(EndReason::Kicked),
                 _ = media_closed(&watched) => return Ok(EndReason::MediaClosed),
+                _ = until(deadline) => return Err(ConnectionError::PublishTimeout(self.shared.settings.publish_timeout)),
                 read = tokio::time::timeout(idle, self.socket.read(&mut buf)) => read,
             };
             let n = match read {
@@ -201,8 +264,13 @@ impl Connection {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let idle = self.settings.idle_timeout;
-        match tokio::time::timeout(idle, self.socket.write_all(&self.pending)).await {
+        let idle = self.shared.settings.idle_timeout;
+        let idle_at = Instant::now() + idle;
+        let publish_due = self.publish_deadline.filter(|due| *due < idle_at);
+        match tokio::time::timeout_at(publish_due.unwrap_or(idle_at), self.socket.write_all(&self.pending)).await {
+            Err(_) if publish_due.is_some() => {
+                return Err(ConnectionError::PublishTimeout(self.shared.settings.publish_timeout))
+            }
             Err(_) => return Err(ConnectionError::Idle(idle)),
             Ok(result) => result?,
         }
@@ -262,11 +330,11 @@ impl Connection {
         })?;
         match metadata::from_data_message(&values) {
             Some(meta) => {
-                debug!(?meta, "metadata");
+                debug!(meta = %clip(&format!("{meta:?}")), "metadata");
                 self.forward(MediaPacket::Metadata(meta)).await
             }
             None => {
-                debug!(first = ?values.first(), "ignoring data message");
+                debug!(first = %clip(&format!("{:?}", values.first())), "ignoring data message");
                 Ok(Flow::Continue)
             }
         }
@@ -287,7 +355,7 @@ impl Connection {
         let command_object = values.get(2).cloned().unwrap_or(Amf::Null);
         let args = values.get(3..).unwrap_or_default();
         let first_arg_str = args.first().and_then(Amf::as_str).unwrap_or_default();
-        debug!(command = name, transaction_id, "command");
+        debug!(command = %clip(name), transaction_id, "command");
         match name {
             "connect" => self.on_connect(transaction_id, &command_object)?,
             "releaseStream" => self.result(transaction_id, vec![])?,
@@ -326,7 +394,7 @@ impl Connection {
                 )?;
                 return Err(ConnectionError::Refused("client tried to play".into()));
             }
-            other => debug!(command = other, "ignoring command"),
+            other => debug!(command = %clip(other), "ignoring command"),
         }
         Ok(Flow::Continue)
     }
@@ -337,15 +405,15 @@ impl Connection {
             .and_then(Amf::as_str)
             .map(|app| strip_query(app).trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        self.span.record("app", app.as_str());
-        debug!(app, "connect");
+        self.span.record("app", clip(&app).as_ref());
+        debug!(app = %clip(&app), "connect");
         self.app = Some(app);
 
         // The order ffmpeg's own listen mode uses, which every client accepts.
-        let mut bytes = self.out.window_ack_size(self.settings.window_ack_size)?;
-        bytes.extend(self.out.set_peer_bandwidth(self.settings.peer_bandwidth)?);
+        let mut bytes = self.out.window_ack_size(self.shared.settings.window_ack_size)?;
+        bytes.extend(self.out.set_peer_bandwidth(self.shared.settings.peer_bandwidth)?);
         bytes.extend(self.out.stream_begin(0)?);
-        bytes.extend(self.out.set_chunk_size(self.settings.chunk_size)?);
+        bytes.extend(self.out.set_chunk_size(self.shared.settings.chunk_size)?);
         bytes.extend(self.out.command(
             0,
             "_result",
@@ -406,13 +474,17 @@ impl Connection {
             client_addr: self.peer,
             connection_id: self.id,
         };
+        // From here the gate's own timeout bounds the wait.
+        self.publish_deadline = None;
         let decision = tokio::select! {
             _ = self.shutdown.cancelled() => return Ok(Flow::Close(EndReason::Shutdown)),
-            decision = self.gate.begin(request) => decision,
+            decision = self.shared.gate.begin(request) => decision,
         };
         match decision {
             Ok(session) => {
                 info!(stream_id = %session.stream_id, "publish accepted");
+                self.published = true;
+                self.reader.set_max_message_size(self.shared.settings.max_message_size);
                 let bytes = self.out.stream_begin(message_stream_id)?;
                 self.pending.extend(bytes);
                 self.send_status(
@@ -424,8 +496,8 @@ impl Connection {
                 self.publish = Some(Publishing {
                     message_stream_id,
                     session,
-                    video_clock: TrackClock::new("video"),
-                    audio_clock: TrackClock::new("audio"),
+                    video_clock: TrackClock::new("video", self.shared.settings.max_timestamp_jump_ms),
+                    audio_clock: TrackClock::new("audio", self.shared.settings.max_timestamp_jump_ms),
                     avcc: None,
                     nal_length_size: 4,
                     audio_config: None,
@@ -435,13 +507,14 @@ impl Connection {
                 Ok(Flow::Continue)
             }
             Err(rejection) => {
-                warn!(code = ?rejection.code, description = %rejection.description, "publish rejected");
+                // The end-of-connection line says why; the gate logs each rejection.
+                debug!(code = ?rejection.code, description = %clip(&rejection.description), "publish rejected");
                 let code = match rejection.code {
                     RejectCode::BadName => "NetStream.Publish.BadName",
-                    RejectCode::Rejected => "NetStream.Publish.Rejected",
+                    RejectCode::Rejected | RejectCode::Overloaded => "NetStream.Publish.Rejected",
                 };
                 self.send_status(message_stream_id, "error", code, &rejection.description)?;
-                Err(ConnectionError::Rejected(rejection.to_string()))
+                Err(ConnectionError::Rejected(clip(&rejection.to_string()).into_owned()))
             }
         }
     }
@@ -489,10 +562,13 @@ impl Connection {
                 if data.is_empty() {
                     return Ok(Flow::Continue);
                 }
-                let dts_ms = publishing.video_clock.dts(message.timestamp);
+                let dts_ms = match publishing.video_clock.dts(message.timestamp) {
+                    Ok(dts) => dts,
+                    Err(err) => return self.timeline_error(err),
+                };
                 MediaPacket::Video(VideoFrame {
                     dts_ms,
-                    pts_ms: dts_ms + i64::from(composition_time_ms),
+                    pts_ms: publishing.video_clock.pts(dts_ms, composition_time_ms),
                     keyframe,
                     data,
                 })
@@ -523,7 +599,10 @@ impl Connection {
                     debug!("audio frame before AAC sequence header dropped");
                     return Ok(Flow::Continue);
                 }
-                let pts_ms = publishing.audio_clock.dts(message.timestamp);
+                let pts_ms = match publishing.audio_clock.dts(message.timestamp) {
+                    Ok(pts) => pts,
+                    Err(err) => return self.timeline_error(err),
+                };
                 MediaPacket::Audio(AudioFrame { pts_ms, data })
             }
             Ok(AudioTag::Mp3 {
@@ -531,7 +610,10 @@ impl Connection {
                 from_frame_header,
                 data,
             }) => {
-                let pts_ms = publishing.audio_clock.dts(message.timestamp);
+                let pts_ms = match publishing.audio_clock.dts(message.timestamp) {
+                    Ok(pts) => pts,
+                    Err(err) => return self.timeline_error(err),
+                };
                 let is_mp3 = matches!(publishing.audio_config, Some(AudioConfig::Mp3 { .. }));
                 // A guess from the FLV bits never overrides what a frame header said.
                 if from_frame_header || !is_mp3 {
@@ -581,6 +663,14 @@ impl Connection {
         }
     }
 
+    /// A timeline that ran out of range ends the publish with a status the
+    /// encoder shows.
+    fn timeline_error(&mut self, err: TimelineExhausted) -> Result<Flow, ConnectionError> {
+        let stream_id = self.publish.as_ref().map_or(1, |p| p.message_stream_id);
+        self.send_status(stream_id, "error", "NetStream.Publish.Failed", &err.to_string())?;
+        Err(ConnectionError::Refused(err.to_string()))
+    }
+
     async fn forward(&mut self, packet: MediaPacket) -> Result<Flow, ConnectionError> {
         let Some(publishing) = self.publish.as_ref() else {
             return Ok(Flow::Continue);
@@ -621,6 +711,14 @@ impl Connection {
         )?;
         self.pending.extend(bytes);
         Ok(())
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

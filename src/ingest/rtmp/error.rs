@@ -33,6 +33,8 @@ pub(crate) enum ConnectionError {
     PeerClosed,
     #[error("no data for {0:?}")]
     Idle(std::time::Duration),
+    #[error("no publish within {0:?} of connecting")]
+    PublishTimeout(std::time::Duration),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
     #[error("chunk stream: {0}")]

@@ -8,6 +8,9 @@ mod chunk;
 mod connection;
 mod error;
 mod flv;
+#[doc(hidden)]
+pub mod fuzz;
+mod limits;
 mod metadata;
 mod mpeg_audio;
 mod rml;

@@ -5,12 +5,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{field, info, info_span, warn, Instrument};
+use tracing::{debug, field, info, info_span, warn, Instrument};
 
-use super::connection::Connection;
+use super::connection::{Connection, Shared};
 use super::error::RtmpError;
+use super::limits::{CapReached, ConnectionCaps};
 use super::settings::RtmpSettings;
 use crate::ingest::PublishGate;
+use crate::logging::LogLimiter;
 
 /// How long `serve` waits for connection tasks after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,8 +21,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RtmpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    settings: Arc<RtmpSettings>,
-    gate: Arc<dyn PublishGate>,
+    shared: Arc<Shared>,
+    caps: ConnectionCaps,
 }
 
 impl RtmpServer {
@@ -35,8 +37,8 @@ impl RtmpServer {
         Ok(RtmpServer {
             listener,
             local_addr,
-            settings: Arc::new(settings),
-            gate,
+            caps: ConnectionCaps::new(settings.max_connections, settings.max_connections_per_ip),
+            shared: Arc::new(Shared::new(settings, gate)),
         })
     }
 
@@ -49,6 +51,8 @@ impl RtmpServer {
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), RtmpError> {
         info!(addr = %self.local_addr, "RTMP ingest listening");
         let tasks = TaskTracker::new();
+        let mut accept_log = LogLimiter::default();
+        let mut refused_log = LogLimiter::default();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -57,9 +61,20 @@ impl RtmpServer {
             let (socket, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
+                    if let Some(suppressed) = accept_log.allow() {
+                        warn!(error = %err, addr = %self.local_addr, suppressed, "RTMP accept failed");
+                    }
                     // Usually fd exhaustion: back off instead of spinning.
-                    warn!(error = %err, addr = %self.local_addr, "RTMP accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let slot = match self.caps.try_acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(cap) => {
+                    // Dropped before the handshake: costs us one accept.
+                    drop(socket);
+                    log_refused(&mut refused_log, peer, cap);
                     continue;
                 }
             };
@@ -70,12 +85,17 @@ impl RtmpServer {
                 id,
                 peer,
                 socket,
-                self.settings.clone(),
-                self.gate.clone(),
+                self.shared.clone(),
                 shutdown.child_token(),
                 span.clone(),
             );
-            tasks.spawn(connection.run().instrument(span));
+            tasks.spawn(
+                async move {
+                    connection.run().await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
         }
         tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
@@ -83,5 +103,16 @@ impl RtmpServer {
         }
         info!(addr = %self.local_addr, "RTMP ingest stopped");
         Ok(())
+    }
+}
+
+fn log_refused(limiter: &mut LogLimiter, peer: SocketAddr, cap: CapReached) {
+    let (which, max) = match cap {
+        CapReached::Total(max) => ("rtmp.max_connections", max),
+        CapReached::PerAddress(max) => ("rtmp.max_connections_per_ip", max),
+    };
+    match limiter.allow() {
+        Some(suppressed) => warn!(%peer, cap = which, max, suppressed, "RTMP connection refused: too many connections"),
+        None => debug!(%peer, cap = which, max, "RTMP connection refused: too many connections"),
     }
 }

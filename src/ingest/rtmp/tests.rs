@@ -76,16 +76,20 @@ impl Drop for Harness {
 }
 
 async fn start() -> Harness {
+    start_with(RtmpSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        handshake_timeout: Duration::from_secs(1),
+        ..RtmpSettings::default()
+    })
+    .await
+}
+
+async fn start_with(settings: RtmpSettings) -> Harness {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_test_writer()
         .try_init();
     let (tx, rx) = mpsc::unbounded_channel();
-    let settings = RtmpSettings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        handshake_timeout: Duration::from_secs(1),
-        ..RtmpSettings::default()
-    };
     let server = RtmpServer::bind(settings, Arc::new(TestGate { accepted: tx }))
         .await
         .expect("bind");
@@ -688,4 +692,235 @@ async fn obs_style_session_with_early_chunk_size_and_acks() {
             other => panic!("expected a frame, got {other:?}"),
         }
     }
+}
+
+fn test_settings() -> RtmpSettings {
+    RtmpSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        handshake_timeout: Duration::from_secs(1),
+        ..RtmpSettings::default()
+    }
+}
+
+/// C0C1, S0S1S2, C2: a connection ready for chunks.
+async fn handshaken(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 1536));
+    stream.write_all(&c0c1).await.expect("C0C1");
+    let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+    stream.read_exact(&mut s0s1s2).await.expect("S0S1S2");
+    stream.write_all(&s0s1s2[1..1537]).await.expect("C2");
+    stream
+}
+
+fn connect_command(client: &mut super::rml::Outbound) -> Vec<u8> {
+    use super::amf0::Amf;
+    client
+        .command(
+            0,
+            "connect",
+            1.0,
+            Amf::Object(vec![("app".into(), Amf::String("live".into()))]),
+            vec![],
+        )
+        .expect("connect")
+}
+
+/// A client that published `key` and saw NetStream.Publish.Start.
+struct Publisher {
+    stream: TcpStream,
+    client: super::rml::Outbound,
+    reader: super::chunk::ChunkReader,
+    seen: Vec<super::chunk::RawMessage>,
+    session: Accepted,
+}
+
+async fn publish(harness: &mut Harness, key: &str) -> Publisher {
+    use super::amf0::Amf;
+    let mut stream = handshaken(harness.addr).await;
+    let mut client = super::rml::Outbound::new();
+    let mut wire = client.set_chunk_size(4096).expect("chunk size");
+    wire.extend(connect_command(&mut client));
+    wire.extend(
+        client
+            .command(0, "createStream", 2.0, Amf::Null, vec![])
+            .expect("createStream"),
+    );
+    wire.extend(
+        client
+            .command(1, "publish", 3.0, Amf::Null, vec![Amf::String(key.into())])
+            .expect("publish"),
+    );
+    stream.write_all(&wire).await.expect("write");
+    let mut reader = super::chunk::ChunkReader::new(1 << 20);
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut reader, &mut seen, |m| {
+        status_code(m).as_deref() == Some("NetStream.Publish.Start")
+    })
+    .await;
+    let session = next_session(harness).await;
+    Publisher {
+        stream,
+        client,
+        reader,
+        seen,
+        session,
+    }
+}
+
+/// Bytes the server sent before it closed the connection (`None`: still
+/// open after `within`).
+async fn bytes_until_closed(stream: &mut TcpStream, within: Duration) -> Option<usize> {
+    let mut buf = vec![0u8; 8192];
+    let mut total = 0;
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_caps_are_closed_before_the_handshake() {
+    let harness = start_with(RtmpSettings {
+        max_connections_per_ip: 2,
+        ..test_settings()
+    })
+    .await;
+    let first = handshaken(harness.addr).await;
+    let _second = handshaken(harness.addr).await;
+    let mut third = TcpStream::connect(harness.addr).await.expect("connect");
+    let _ = third.write_all(&[3u8; 1537]).await;
+    assert_eq!(bytes_until_closed(&mut third, Duration::from_secs(2)).await, Some(0));
+
+    // The slot comes back when a connection ends.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut retry = TcpStream::connect(harness.addr).await.expect("connect");
+        retry.write_all(&[3u8; 1537]).await.expect("C0C1");
+        let mut s0 = [0u8; 1];
+        if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(1), retry.read(&mut s0)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot never came back");
+    }
+
+    let harness = start_with(RtmpSettings {
+        max_connections: 1,
+        ..test_settings()
+    })
+    .await;
+    let _only = handshaken(harness.addr).await;
+    let mut over = TcpStream::connect(harness.addr).await.expect("connect");
+    let _ = over.write_all(&[3u8; 1537]).await;
+    assert_eq!(bytes_until_closed(&mut over, Duration::from_secs(2)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_connection_is_closed_at_the_publish_deadline() {
+    let harness = start_with(RtmpSettings {
+        publish_timeout: Duration::from_millis(600),
+        idle_timeout: Duration::from_secs(30),
+        ..test_settings()
+    })
+    .await;
+    let started = Instant::now();
+    let mut stream = handshaken(harness.addr).await;
+    let mut client = super::rml::Outbound::new();
+    stream.write_all(&connect_command(&mut client)).await.expect("connect");
+    // Then a 1000-byte message, one byte per tick: never idle, never done.
+    stream
+        .write_all(&[0x03, 0, 0, 0, 0, 0x03, 0xe8, 18, 0, 0, 0, 0])
+        .await
+        .expect("header");
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    let mut buf = vec![0u8; 8192];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            tokio::select! {
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = ticks.tick() => {
+                    let _ = stream.write_all(&[0x41]).await;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a trickling connection outlived the publish deadline");
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_wait_for_an_accepted_publish() {
+    let mut harness = start().await;
+    // 100 KiB announced before any publish: refused at the header.
+    let mut early = handshaken(harness.addr).await;
+    let mut client = super::rml::Outbound::new();
+    let mut wire = connect_command(&mut client);
+    wire.extend_from_slice(&[0x03, 0, 0, 0, 0x01, 0x90, 0x00, 18, 0, 0, 0, 0]);
+    early.write_all(&wire).await.expect("write");
+    assert!(bytes_until_closed(&mut early, Duration::from_secs(2)).await.is_some());
+
+    // After the publish, a 200 KiB keyframe goes through.
+    let mut publisher = publish(&mut harness, "KEYbig").await;
+    let avcc = vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 0, 0];
+    let mut wire = publisher.client.video_data(1, 0, avcc).expect("avcC");
+    let nal_len = 200 * 1024u32;
+    let mut frame = vec![0x17, 1, 0, 0, 0];
+    frame.extend_from_slice(&nal_len.to_be_bytes());
+    frame.extend(std::iter::repeat_n(0x65u8, nal_len as usize));
+    wire.extend(publisher.client.video_data(1, 40, frame).expect("frame"));
+    publisher.stream.write_all(&wire).await.expect("media");
+    let media = &mut publisher.session.media;
+    let mut got = None;
+    while got.is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), media.recv()).await {
+            Ok(Some(MediaPacket::Video(frame))) => got = Some(frame.data.len()),
+            Ok(Some(_)) => {}
+            other => panic!("no keyframe: {other:?}"),
+        }
+    }
+    assert_eq!(got, Some(nal_len as usize + 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_ladder_tells_the_publisher_before_closing() {
+    let mut harness = start().await;
+    let Publisher {
+        mut stream,
+        mut reader,
+        mut seen,
+        session,
+        ..
+    } = publish(&mut harness, "KEYfail").await;
+    // The media side going away is what a failed ladder looks like here.
+    drop(session.media);
+    read_until(&mut stream, &mut reader, &mut seen, |m| {
+        status_code(m).as_deref() == Some("NetStream.Publish.Failed")
+    })
+    .await;
+    let failed = seen.last().expect("status");
+    let values = super::amf0::decode_all(&failed.payload).expect("AMF");
+    let info = values.get(3).expect("info object");
+    assert_eq!(info.property("level").and_then(super::amf0::Amf::as_str), Some("error"));
+    assert_eq!(
+        info.property("description").and_then(super::amf0::Amf::as_str),
+        Some("stream failed on the server")
+    );
+    assert_closed_by_server(&mut stream, Duration::from_secs(3)).await;
 }

@@ -24,6 +24,8 @@ pub enum WhipError {
     IceRestart,
     #[error("at capacity: {0} WHIP sessions are running")]
     AtCapacity(usize),
+    #[error("too many WHIP sessions from your address (at most {0})")]
+    TooManyFromAddress(usize),
     #[error("negotiation failed: {0}")]
     Negotiation(String),
 }
@@ -35,6 +37,7 @@ impl WhipError {
             WhipError::Refused(r) => match r.code {
                 RejectCode::BadName => 401,
                 RejectCode::Rejected => 403,
+                RejectCode::Overloaded => 503,
             },
             WhipError::UnsupportedMediaType { .. } => 415,
             WhipError::BadOffer(_) | WhipError::BadFragment(_) => 400,
@@ -44,7 +47,7 @@ impl WhipError {
             // RFC 9725 §4.3.1: a session that trickles but cannot restart
             // answers the restart with 422.
             WhipError::IceRestart => 422,
-            WhipError::AtCapacity(_) => 503,
+            WhipError::AtCapacity(_) | WhipError::TooManyFromAddress(_) => 503,
             WhipError::Negotiation(_) => 500,
         }
     }

@@ -17,6 +17,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use super::error::WhipError;
 use super::service::WhipService;
+use crate::ingest::RejectCode;
 
 const SDP: &str = "application/sdp";
 const SDP_FRAGMENT: &str = "application/trickle-ice-sdpfrag";
@@ -71,7 +72,10 @@ impl IntoResponse for WhipError {
             WhipError::MissingKey | WhipError::Refused(_) if status == StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            WhipError::AtCapacity(_) => {
+            WhipError::AtCapacity(_) | WhipError::TooManyFromAddress(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            WhipError::Refused(rejection) if rejection.code == RejectCode::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             }
             WhipError::UnsupportedMediaType { expected, .. } if *expected == SDP => {
@@ -102,11 +106,9 @@ fn require_type(headers: &HeaderMap, expected: &'static str) -> Result<(), WhipE
     }
 }
 
+/// The one bearer parser the admin API uses too (the scheme in any case).
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+    crate::httpd::bearer_token(headers).map(str::to_owned)
 }
 
 async fn publish_bearer(
@@ -174,4 +176,33 @@ async fn trickle(
 async fn delete(State(service): State<Arc<WhipService>>, Path(id): Path<String>) -> Result<StatusCode, WhipError> {
     service.delete(&id)?;
     Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::PublishRejection;
+
+    fn refused(code: RejectCode) -> Response {
+        WhipError::Refused(PublishRejection {
+            code,
+            description: "why".into(),
+        })
+        .into_response()
+    }
+
+    #[test]
+    fn refusals_map_to_statuses_a_whip_client_can_act_on() {
+        let bad_key = refused(RejectCode::BadName);
+        assert_eq!(bad_key.status(), StatusCode::UNAUTHORIZED);
+        assert!(bad_key.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(refused(RejectCode::Rejected).status(), StatusCode::FORBIDDEN);
+        // A full transcode budget is temporary: the client is told when to retry.
+        let overloaded = refused(RejectCode::Overloaded);
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            overloaded.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
+            Some(&b"10"[..])
+        );
+    }
 }

@@ -7,6 +7,8 @@
 //! - `vp8.rs`: the VP8 keyframe header (size)
 
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod peer;
 mod sdp;

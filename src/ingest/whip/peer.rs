@@ -33,7 +33,7 @@ pub struct PeerSettings {
     /// `stun://host:port`, for a server-reflexive candidate.
     pub stun_server: Option<String>,
     /// `turn(s)://user:password@host:port`, for a relayed candidate.
-    pub turn_server: Option<String>,
+    pub turn_server: Option<crate::control::keys::Secret>,
     /// Local UDP ports ICE may bind; `None` lets the OS choose.
     pub port_range: Option<(u16, u16)>,
     /// Jitter buffer: how long we wait for a retransmission before giving up.
@@ -293,6 +293,48 @@ fn make(factory: &str) -> Result<gst::Element, String> {
     })
 }
 
+/// A webrtcbin set up for one session.
+fn new_webrtcbin(settings: &PeerSettings) -> Result<gst::Element, String> {
+    let webrtc = make("webrtcbin")?;
+    webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    webrtc.set_property("latency", settings.jitter_latency_ms);
+    if let Some(stun) = &settings.stun_server {
+        webrtc.set_property("stun-server", stun);
+    }
+    if let Some(turn) = &settings.turn_server {
+        webrtc.set_property("turn-server", turn.expose());
+    }
+    let ice = webrtc.property::<gst_webrtc::WebRTCICE>("ice-agent");
+    if let Some((min, max)) = settings.port_range {
+        ice.set_property("min-rtp-port", u32::from(min));
+        ice.set_property("max-rtp-port", u32::from(max));
+    }
+    disable_upnp(&ice)?;
+    Ok(webrtc)
+}
+
+/// libnice asks the LAN's gateway for port mappings (UPnP: SSDP M-SEARCH,
+/// then AddPortMapping) for every candidate it gathers, so each WHIP POST
+/// would make the server probe the operator's network and open ports on its
+/// router. A server has its addresses configured (`whip.public_host`, STUN,
+/// TURN); it never wants that.
+fn disable_upnp(ice: &gst_webrtc::WebRTCICE) -> Result<(), String> {
+    // GstWebRTCNice (the only ICE implementation webrtcbin has in 1.22)
+    // exposes its NiceAgent as `agent`.
+    if ice.find_property("agent").is_none() {
+        return Err(format!(
+            "the ICE agent ({}) has no `agent` property: cannot turn UPnP off",
+            ice.type_().name()
+        ));
+    }
+    let agent = ice.property::<glib::Object>("agent");
+    if agent.find_property("upnp").is_none() {
+        return Err(format!("{} has no `upnp` property", agent.type_().name()));
+    }
+    agent.set_property("upnp", false);
+    Ok(())
+}
+
 /// Blocks until a promise is answered; `Err` carries webrtcbin's error.
 fn wait(promise: &gst::Promise, what: &str) -> Result<Option<gst::Structure>, String> {
     match promise.wait() {
@@ -317,20 +359,7 @@ impl Peer {
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Result<(Peer, String), String> {
         let pipeline = gst::Pipeline::with_name(name);
-        let webrtc = make("webrtcbin")?;
-        webrtc.set_property_from_str("bundle-policy", "max-bundle");
-        webrtc.set_property("latency", settings.jitter_latency_ms);
-        if let Some(stun) = &settings.stun_server {
-            webrtc.set_property("stun-server", stun);
-        }
-        if let Some(turn) = &settings.turn_server {
-            webrtc.set_property("turn-server", turn);
-        }
-        if let Some((min, max)) = settings.port_range {
-            let ice = webrtc.property::<gst_webrtc::WebRTCICE>("ice-agent");
-            ice.set_property("min-rtp-port", u32::from(min));
-            ice.set_property("max-rtp-port", u32::from(max));
-        }
+        let webrtc = new_webrtcbin(settings)?;
         pipeline.add(&webrtc).map_err(|e| e.to_string())?;
         let peer = Peer {
             pipeline: pipeline.clone(),
@@ -577,6 +606,20 @@ fn add_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &Arc<PacketSink>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_session_s_ice_agent_has_upnp_off() {
+        crate::media::init().expect("gstreamer");
+        let webrtc = new_webrtcbin(&PeerSettings {
+            port_range: Some((50_000, 50_010)),
+            ..PeerSettings::default()
+        })
+        .expect("webrtcbin");
+        let ice = webrtc.property::<gst_webrtc::WebRTCICE>("ice-agent");
+        let agent = ice.property::<glib::Object>("agent");
+        assert!(!agent.property::<bool>("upnp"), "libnice would probe the LAN with UPnP");
+        assert_eq!(ice.property::<u32>("min-rtp-port"), 50_000);
+    }
 
     #[test]
     fn candidates_missing_from_the_answer_are_written_into_their_section() {

@@ -23,6 +23,9 @@ pub struct WhipSettings {
     /// Added as a host candidate beside each local one (1:1 NAT).
     pub public_ip: Option<IpAddr>,
     pub max_sessions: usize,
+    /// Sessions (running or being set up) from one client address (IPv6:
+    /// one /64, what a single host usually gets).
+    pub max_sessions_per_ip: usize,
     /// No media for this long (after ICE connected, or since the answer if
     /// it never did) ends the session.
     pub idle_timeout: Duration,
@@ -42,6 +45,7 @@ impl Default for WhipSettings {
             },
             public_ip: None,
             max_sessions: 64,
+            max_sessions_per_ip: 4,
             idle_timeout: Duration::from_secs(15),
             ice_server_links: Vec::new(),
             app: "live".into(),
@@ -58,6 +62,7 @@ pub struct Created {
 }
 
 struct Session {
+    client: IpAddr,
     etag: String,
     offer: OfferSummary,
     peer: Arc<Peer>,
@@ -85,8 +90,9 @@ pub struct WhipService {
     gate: Arc<dyn PublishGate>,
     settings: WhipSettings,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// Counted from the POST, before negotiation, so a burst cannot overshoot.
-    reserved: Mutex<usize>,
+    /// Counted from the POST, before negotiation, so a burst cannot
+    /// overshoot: slots being set up, per client address.
+    reserved: Mutex<HashMap<IpAddr, usize>>,
     shutdown: CancellationToken,
 }
 
@@ -96,7 +102,7 @@ impl WhipService {
             gate,
             settings,
             sessions: Mutex::new(HashMap::new()),
-            reserved: Mutex::new(0),
+            reserved: Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -105,15 +111,17 @@ impl WhipService {
         &self.settings.ice_server_links
     }
 
-    /// POST: the whole publish handshake.
+    /// POST: the whole publish handshake. Cheap refusals come first, and
+    /// nobody without a valid key reaches the SDP parser; the offer is
+    /// checked before `begin`, so an offer we would refuse never takes over
+    /// a live stream.
     pub async fn publish(
         self: &Arc<Self>,
         stream_key: &str,
         client: SocketAddr,
         offer: &str,
     ) -> Result<Created, WhipError> {
-        let (message, summary) = sdp::check_offer(offer)?;
-        let _slot = self.reserve()?;
+        let _slot = self.reserve(client.ip())?;
         let connection_id = next_connection_id();
         let request = PublishRequest {
             protocol: "whip",
@@ -122,6 +130,8 @@ impl WhipService {
             client_addr: client,
             connection_id,
         };
+        self.gate.check(request.clone()).await.map_err(WhipError::Refused)?;
+        let (message, summary) = sdp::check_offer(offer)?;
         let session = self.gate.begin(request).await.map_err(WhipError::Refused)?;
         let session_id = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("whip", conn = connection_id, peer = %client, session = %session_id, stream_id = %session.stream_id);
@@ -156,6 +166,7 @@ impl WhipService {
         let peer = Arc::new(peer);
         let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
         let entry = Arc::new(Session {
+            client: address_key(client.ip()),
             etag: etag.clone(),
             offer: summary,
             peer,
@@ -223,14 +234,24 @@ impl WhipService {
             .ok_or_else(|| WhipError::UnknownSession(session_id.to_owned()))
     }
 
-    fn reserve(self: &Arc<Self>) -> Result<Reservation, WhipError> {
+    fn reserve(self: &Arc<Self>, client: IpAddr) -> Result<Reservation, WhipError> {
+        let client = address_key(client);
         let mut reserved = self.reserved.lock();
-        let running = self.sessions.lock().len();
-        if running + *reserved >= self.settings.max_sessions {
+        let sessions = self.sessions.lock();
+        let running = sessions.len();
+        if running + reserved.values().sum::<usize>() >= self.settings.max_sessions {
             return Err(WhipError::AtCapacity(running));
         }
-        *reserved += 1;
-        Ok(Reservation(self.clone()))
+        let from_client =
+            sessions.values().filter(|s| s.client == client).count() + reserved.get(&client).copied().unwrap_or(0);
+        if from_client >= self.settings.max_sessions_per_ip {
+            return Err(WhipError::TooManyFromAddress(self.settings.max_sessions_per_ip));
+        }
+        *reserved.entry(client).or_default() += 1;
+        Ok(Reservation {
+            service: self.clone(),
+            client,
+        })
     }
 
     async fn supervise(
@@ -279,11 +300,137 @@ impl WhipService {
 }
 
 /// A capacity slot held from POST until the session is listed (or refused).
-struct Reservation(Arc<WhipService>);
+struct Reservation {
+    service: Arc<WhipService>,
+    client: IpAddr,
+}
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut reserved = self.0.reserved.lock();
-        *reserved = reserved.saturating_sub(1);
+        let mut reserved = self.service.reserved.lock();
+        if let Some(count) = reserved.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                reserved.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Whose sessions count together: an IPv4 address (also when written as
+/// IPv6), or an IPv6 /64, since one host usually holds a whole /64.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::ingest::{PublishRejection, RejectCode};
+
+    /// Knows one key; counts what it was asked.
+    #[derive(Default)]
+    struct Gate {
+        checks: AtomicUsize,
+        begins: AtomicUsize,
+    }
+
+    impl PublishGate for Arc<Gate> {
+        fn begin(&self, _request: PublishRequest) -> BoxFuture<'static, Result<PublishSession, PublishRejection>> {
+            self.begins.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Err(PublishRejection {
+                    code: RejectCode::Rejected,
+                    description: "not in this test".into(),
+                })
+            })
+        }
+
+        fn check(&self, request: PublishRequest) -> BoxFuture<'static, Result<(), PublishRejection>> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match request.stream_key.as_str() {
+                    "good" => Ok(()),
+                    _ => Err(PublishRejection {
+                        code: RejectCode::BadName,
+                        description: "unknown stream key".into(),
+                    }),
+                }
+            })
+        }
+    }
+
+    fn service(settings: WhipSettings) -> (Arc<Gate>, Arc<WhipService>) {
+        let gate = Arc::new(Gate::default());
+        let service = WhipService::new(Arc::new(gate.clone()), settings, CancellationToken::new());
+        (gate, service)
+    }
+
+    fn client(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().expect("ip"), 5000)
+    }
+
+    #[tokio::test]
+    async fn the_key_is_checked_before_the_offer_is_parsed() {
+        let (gate, service) = service(WhipSettings::default());
+        let refused = service
+            .publish("guess", client("192.0.2.1"), "not sdp at all")
+            .await
+            .expect_err("bad key");
+        assert_eq!(refused.status(), 401, "{refused}");
+        assert_eq!(gate.begins.load(Ordering::SeqCst), 0);
+        // A good key with a broken offer: 400, and no takeover (no begin).
+        let broken = service
+            .publish("good", client("192.0.2.1"), "not sdp at all")
+            .await
+            .expect_err("bad offer");
+        assert_eq!(broken.status(), 400, "{broken}");
+        assert_eq!(gate.checks.load(Ordering::SeqCst), 2);
+        assert_eq!(gate.begins.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn sessions_are_capped_per_client_address() {
+        let (_gate, service) = service(WhipSettings {
+            max_sessions_per_ip: 2,
+            ..WhipSettings::default()
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let first = service.reserve(ip("192.0.2.1")).expect("first");
+        let _second = service
+            .reserve(ip("::ffff:192.0.2.1"))
+            .expect("second, same host written as IPv6");
+        let refused = service.reserve(ip("192.0.2.1")).err().expect("third");
+        assert_eq!(refused.status(), 503);
+        assert!(matches!(refused, WhipError::TooManyFromAddress(2)), "{refused}");
+        let _other = service.reserve(ip("192.0.2.2")).expect("another address");
+        // One IPv6 /64 is one client.
+        let _v6 = service.reserve(ip("2001:db8:1:2::1")).expect("v6");
+        let _v6b = service.reserve(ip("2001:db8:1:2::ffff")).expect("v6, same /64");
+        assert!(service.reserve(ip("2001:db8:1:2:abcd::1")).is_err());
+        assert!(service.reserve(ip("2001:db8:1:3::1")).is_ok());
+        drop(first);
+        service.reserve(ip("192.0.2.1")).expect("a slot freed");
+    }
+
+    #[tokio::test]
+    async fn the_per_address_cap_answers_503_with_retry_after() {
+        use axum::response::IntoResponse;
+        let response = WhipError::TooManyFromAddress(4).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()["retry-after"], "10");
     }
 }

@@ -17,7 +17,8 @@ pub struct CreateWebhook {
     /// Event types to send (`stream.connected`, …); empty or absent: all.
     pub event_types: Option<Vec<String>>,
     /// Your own `whsec_…` secret; absent: we generate one.
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<crate::control::keys::Secret>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -90,4 +91,17 @@ pub struct Redelivered {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestSent {
     pub event_id: String,
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_customer_supplied_secret_is_not_in_debug_output() {
+        let body: CreateWebhook =
+            serde_json::from_str(r#"{"url":"https://h.example/x","secret":"whsec_customer-chosen"}"#).expect("json");
+        assert_eq!(body.secret.as_ref().map(|s| s.expose()), Some("whsec_customer-chosen"));
+        assert!(!format!("{body:?}").contains("customer-chosen"));
+    }
 }

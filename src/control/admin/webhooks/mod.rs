@@ -96,7 +96,7 @@ impl AdminService {
                 .await?;
             Ok(WebhookWithSecret {
                 endpoint: created.endpoint,
-                secret: created.secret,
+                secret: created.secret.expose().to_owned(),
             })
         }
         .await;
@@ -152,7 +152,7 @@ impl AdminService {
             let rotated = self.webhooks().rotate_secret(id).await?;
             Ok(WebhookWithSecret {
                 endpoint: rotated.endpoint,
-                secret: rotated.secret,
+                secret: rotated.secret.expose().to_owned(),
             })
         }
         .await;

@@ -44,8 +44,8 @@ pub(super) fn webhook_from_row(row: &SqliteRow) -> Result<WebhookEndpoint, Store
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
-        secret: row.try_get("secret")?,
-        previous_secret: row.try_get("previous_secret")?,
+        secret: row.try_get::<String, _>("secret")?.into(),
+        previous_secret: row.try_get::<Option<String>, _>("previous_secret")?.map(Into::into),
     })
 }
 
@@ -244,7 +244,7 @@ impl EventStore for SqliteStore {
         .bind(&id)
         .bind(&new.url)
         .bind(&new.description)
-        .bind(&new.secret)
+        .bind(new.secret.expose())
         .bind(new.event_types.join(","))
         .bind(now)
         .bind(now)

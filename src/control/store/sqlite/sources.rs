@@ -22,9 +22,9 @@ fn source_from(row: &SqliteRow) -> Result<Source, StoreError> {
         id: row.try_get("id")?,
         app_id: row.try_get("app_id")?,
         stream_id: row.try_get("stream_id")?,
-        stream_key: row.try_get("stream_key")?,
+        stream_key: row.try_get::<String, _>("stream_key")?.into(),
         name: row.try_get("name")?,
-        url: row.try_get("url")?,
+        url: row.try_get::<String, _>("url")?.into(),
         transport,
         enabled: row.try_get("enabled")?,
         created_at: row.try_get("created_at")?,
@@ -50,9 +50,9 @@ impl SourceStore for SqliteStore {
         .bind(&s.id)
         .bind(&s.app_id)
         .bind(&s.stream_id)
-        .bind(&s.stream_key)
+        .bind(s.stream_key.expose())
         .bind(&s.name)
-        .bind(&s.url)
+        .bind(s.url.expose())
         .bind(transport_text(s.transport))
         .bind(s.enabled)
         .bind(s.created_at)

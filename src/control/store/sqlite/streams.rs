@@ -74,6 +74,20 @@ impl SqliteStore {
         rows.iter().map(stream_from_row).collect()
     }
 
+    /// Ids of streams an auth callback admitted without naming them, as
+    /// versions before keyed ids derived them (`ext_` and 16 hex): those
+    /// streams keep their ids (see `keys::StreamIdKey`).
+    pub async fn legacy_derived_stream_ids(&self) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT stream_id FROM stream_states WHERE stream_id LIKE 'ext\\_%' ESCAPE '\\'")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids
+            .into_iter()
+            .filter(|id| keys::StreamIdKey::is_legacy_shape(id))
+            .collect())
+    }
+
     pub(super) async fn stream_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM streams")
             .fetch_one(&self.pool)

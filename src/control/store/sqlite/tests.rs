@@ -205,3 +205,55 @@ async fn nothing_secret_shows_in_debug_output() {
         assert!(!debug.contains(secret), "secret in Debug output");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_and_its_wal_are_private_even_under_a_loose_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    let (dir, store) = open().await;
+    store
+        .create_stream(
+            DEFAULT_APP_ID,
+            NewStream {
+                name: "s".into(),
+                profile: None,
+            },
+        )
+        .await
+        .expect("a write, so the WAL exists");
+    for file in crate::control::store::permissions::database_files(&dir.path().join(DB_FILE)) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+    // An older version's file, readable by everyone, is tightened on open.
+    let db = dir.path().join(DB_FILE);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let store = open_at(dir.path()).await;
+    assert_eq!(mode(&db), 0o600);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn legacy_derived_stream_ids_are_read_from_stream_states() {
+    let (_dir, store) = open().await;
+    for id in [
+        "ext_0123456789abcdef",
+        "ext_0123456789abcdef0123abcd",
+        "st1",
+        "extx0123456789abcdef",
+    ] {
+        sqlx::query(
+            "INSERT INTO stream_states (stream_id, app_id, state, session, last_sequence, updated_at) \
+             VALUES (?, 'live', 'idle', NULL, 1, 0)",
+        )
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .expect("insert");
+    }
+    assert_eq!(
+        store.legacy_derived_stream_ids().await.expect("ids"),
+        vec!["ext_0123456789abcdef".to_string()]
+    );
+}
