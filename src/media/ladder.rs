@@ -188,49 +188,37 @@ struct Teardown(gst::Pipeline, CancellationToken, Panicked);
 impl Drop for Teardown {
     fn drop(&mut self) {
         self.1.cancel();
-        self.2.stop_all();
         let _ = self.0.set_state(gst::State::Null);
+        if self.2.any() {
+            // Never finalized: see `Panicked`.
+            tracing::warn!("an element of the pipeline panicked; its resources are left allocated");
+            std::mem::forget(self.0.clone());
+        }
     }
 }
 
-/// Elements that panicked (gst-rs posts `Panicked: …` as their error).
-/// From then on gst-rs skips their state changes, so `set_state(Null)`
-/// would leave their streaming threads running: one outlives the pipeline,
-/// tries to join itself when it drops the last reference, and crashes the
-/// process. Their source pads' tasks are stopped (and joined) from the
-/// thread tearing down instead, while the pipeline is still alive.
+/// Whether an element panicked (gst-rs posts `Panicked: …` as its error).
+/// From then on gst-rs skips the element's state changes and pad
+/// (de)activation, so nothing can stop its streaming thread: finalizing the
+/// pipeline under it made that thread join itself and crash the process.
+/// Such a pipeline is set to Null (every other element stops) and then
+/// leaked: a parked thread and some memory, rather than a crash. Muxers are
+/// kept from the one known panic (see `MuxEnds`), so this is a last resort.
 #[derive(Clone, Default)]
-struct Panicked(Arc<std::sync::Mutex<Vec<gst::Element>>>);
+struct Panicked(Arc<std::sync::atomic::AtomicBool>);
 
 impl Panicked {
-    /// Records the source of `message` if it is an element's panic.
+    /// Notes `message` if it reports an element's panic.
     fn note(&self, message: &gst::Message) {
-        let gst::MessageView::Error(err) = message.view() else {
-            return;
-        };
-        if !err.error().message().starts_with("Panicked") {
-            return;
-        }
-        let element = message.src().and_then(|s| s.clone().downcast::<gst::Element>().ok());
-        if let (Some(element), Ok(mut panicked)) = (element, self.0.lock()) {
-            panicked.push(element);
+        if let gst::MessageView::Error(err) = message.view() {
+            if err.error().message().starts_with("Panicked") {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
-    fn stop_all(&self) {
-        let panicked = match self.0.lock() {
-            Ok(mut panicked) => std::mem::take(&mut *panicked),
-            Err(_) => return,
-        };
-        for element in panicked {
-            tracing::warn!(element = %element.name(), "stopping a panicked element's streaming threads");
-            // Not `set_active(false)`: an aggregator's deactivation goes
-            // through its gst-rs vfunc, which refuses once panicked. Its
-            // task paused itself on the error, so stopping it returns.
-            for pad in element.src_pads() {
-                let _ = pad.stop_task();
-            }
-        }
+    fn any(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -1064,7 +1052,8 @@ impl Feeder {
         let limit_s = self.long_gop_limit_ms as f64 / 1000.0;
         if self.switchable.is_empty() {
             self.warnings.push(format!(
-                "Source keyframes are more than {limit_s:.1} s apart, so segments are too long                  for low latency. Set the keyframe interval to 2 s in the encoder                  (OBS: Output > Keyframe Interval = 2)."
+                "Source keyframes are more than {limit_s:.1} s apart, so segments are too long for low latency. \
+                 Set the keyframe interval to 2 s in the encoder (OBS: Output > Keyframe Interval = 2)."
             ));
             return;
         }
@@ -1288,7 +1277,7 @@ mod panic_tests {
             .expect("a pipeline");
             pipeline.set_state(gst::State::Playing).expect("playing");
             let src = pipeline.by_name("src").expect("appsrc");
-            src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+            let _ = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
             let bus = pipeline.bus().expect("bus");
             let message = bus
                 .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
@@ -1297,6 +1286,7 @@ mod panic_tests {
             assert!(reason.contains("Panicked"), "{reason}");
             let panicked = Panicked::default();
             panicked.note(&message);
+            assert!(panicked.any());
             drop(Teardown(pipeline, CancellationToken::new(), panicked));
         }
     }

@@ -64,10 +64,13 @@ impl MuxEnds {
         });
         for pad in mux.sink_pads() {
             let ends = self.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-                ends.set(index, |end| (end == MuxEnd::Unfed).then_some(MuxEnd::Fed));
-                gst::PadProbeReturn::Remove
-            });
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| {
+                    ends.set(index, |end| (end == MuxEnd::Unfed).then_some(MuxEnd::Fed));
+                    gst::PadProbeReturn::Remove
+                },
+            );
             let ends = self.clone();
             pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
                 let is_eos = matches!(info.event().map(|e| e.type_()), Some(gst::EventType::Eos));

@@ -24,6 +24,11 @@ pub(crate) const MAX_COMPOSITION_OFFSET_MS: i64 = 10_000;
 /// but never by more than this.
 const MAX_REBASE_STEP_MS: i64 = 1_000;
 
+/// The step a jump is rebased by before any ordinary step was seen (a
+/// publisher whose every step is a jump): about one frame, so the timeline
+/// still moves and the ladder's muxers can cut parts.
+const FIRST_REBASE_STEP_MS: i64 = 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{track} timestamps ran past {MAX_TIMELINE_MS} ms of media time")]
 pub(crate) struct TimelineExhausted {
@@ -62,7 +67,7 @@ impl TrackClock {
             last_raw: None,
             source_ms: 0,
             last_dts: 0,
-            last_step: 0,
+            last_step: FIRST_REBASE_STEP_MS,
             backwards_log: LogLimiter::default(),
             jump_log: LogLimiter::default(),
             offset_log: LogLimiter::default(),
@@ -202,6 +207,19 @@ mod tests {
         assert_eq!(dts(&mut clock, 38), 1231);
         // A jump just within the cap is kept.
         assert_eq!(dts(&mut clock, 10_038), 11_231);
+    }
+
+    #[test]
+    fn a_publisher_that_only_ever_jumps_still_moves_the_timeline() {
+        let mut clock = clock();
+        let mut raw = 0u32;
+        let mut last = dts(&mut clock, raw);
+        for _ in 0..100 {
+            raw = raw.wrapping_add(0x7fff_ffff);
+            let next = dts(&mut clock, raw);
+            assert_eq!(next, last + FIRST_REBASE_STEP_MS, "frozen timestamps starve the muxers");
+            last = next;
+        }
     }
 
     #[test]
