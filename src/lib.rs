@@ -10,4 +10,5 @@ pub mod httpd;
 pub mod ingest;
 pub mod logging;
 pub mod media;
+pub mod slots;
 pub mod storage;

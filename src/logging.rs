@@ -75,6 +75,50 @@ impl Default for LogLimiter {
     }
 }
 
+/// Test support: what the `tracing` subscriber writes on this thread while
+/// the capture lives (async tests on a current-thread runtime poll here).
+#[cfg(test)]
+pub(crate) struct CapturedLog {
+    sink: CaptureSink,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[cfg(test)]
+#[derive(Clone, Default)]
+struct CaptureSink(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl std::io::Write for CaptureSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl CapturedLog {
+    /// Captures lines at `level` and above until dropped.
+    pub(crate) fn start(level: tracing::Level) -> Self {
+        let sink = CaptureSink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        Self { sink, _guard }
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.sink.0.lock()).into_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

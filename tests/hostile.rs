@@ -1670,11 +1670,26 @@ async fn http_total_cap(server: &Server) -> Result<(), String> {
         Duration::from_secs(2),
     )
     .await;
-    match (extra.status, extra.ending) {
+    let refused = match (extra.status, extra.ending) {
         (None, Ending::Closed(after)) if after < Duration::from_secs(1) => Ok(()),
         other => Err(format!(
             "a connection over http.max_connections={TOTAL_CAP} got {other:?}"
         )),
+    };
+    // A slot comes back when the server sees its socket close, not when we
+    // drop it: wait for that, as a retrying client would, before the
+    // liveness check (which needs a slot itself).
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let probe = raw_http(Ipv4Addr::LOCALHOST, server.http, &request, Duration::from_secs(1)).await;
+        if probe.status == Some(200) {
+            return refused;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return refused.and(Err("no slot came back within 3 s of the held sockets closing".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

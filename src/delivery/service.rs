@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{DeliveryError, SessionsExhausted, ViewerReporter};
 use crate::control::PlaybackTokens;
 use crate::hls::{Packagers, PlaylistRequest, SkipRequest, StreamPackager};
-use crate::httpd::{ClientSlots, Slot};
+use crate::slots::{ClientSlots, Slot};
 
 /// The query parameters a player may put on a playlist URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -217,38 +217,16 @@ async fn polling_a_stream_that_is_still_starting_opens_no_viewer_session() {
     );
 }
 
-/// Everything written to the log while the closure's future runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_request_span_never_holds_the_token() {
     let f = fixture(|s| s).await;
     f.publish_part().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // The test runtime polls on this thread, so the default applies.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The test runtime polls on this thread, so the capture sees it.
+    let captured = crate::logging::CapturedLog::start(tracing::Level::DEBUG);
     let uri = format!("{}&_HLS_msn=0&_HLS_part=0", f.playlist_uri());
     let response = f.get("192.0.2.1", &uri).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+    let log = captured.text();
     assert!(
         log.contains("uri=/live/s1/720p/index.m3u8?token=…&_HLS_msn=0&_HLS_part=0"),
         "{log}"

@@ -24,8 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::slots::{ClientSlots, Refusal, Slot};
 use crate::logging::LogLimiter;
+use crate::slots::{ClientSlots, Refusal, Slot};
 
 /// After an accept failure that is not about one connection (no file
 /// descriptor left, no memory), the loop waits this long before the next

@@ -778,31 +778,14 @@ async fn the_bearer_scheme_is_case_insensitive() {
 
 #[tokio::test]
 async fn a_probe_flood_while_not_ready_logs_one_line() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let f = fixture().await;
     f.media_ok.store(false, Ordering::Relaxed);
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // The test runtime polls on this thread, so the default applies.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The test runtime polls on this thread, so the capture sees it.
+    let captured = crate::logging::CapturedLog::start(tracing::Level::INFO);
     for _ in 0..200 {
         let (status, _) = call(&f, "GET", "/readyz", None, None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
-    let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+    let log = captured.text();
     assert_eq!(log.matches("not ready").count(), 1, "{log}");
 }

@@ -449,35 +449,15 @@ mod tests {
         assert_eq!(loggable_url("not a url pa55"), "<unparsable URL>");
     }
 
-    /// A `MakeWriter` that keeps what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn an_unreachable_callback_is_logged_without_its_credentials() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let captured = crate::logging::CapturedLog::start(tracing::Level::INFO);
         // Nothing listens on port 9 (discard): the connection is refused.
         let authorizer =
             HttpAuthorizer::new(settings("http://user:url-pa55@127.0.0.1:9/auth?token=url-t0ken")).expect("client");
         let denial = authorizer.authorize(&request()).await.expect_err("unreachable");
         assert_eq!(denial.reason, DenyReason::CallbackUnreachable);
-        let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+        let log = captured.text();
         assert!(log.contains("auth callback unreachable"), "{log}");
         assert!(log.contains("http://127.0.0.1:9/auth"), "{log}");
         for secret in ["url-pa55", "url-t0ken", "user:"] {

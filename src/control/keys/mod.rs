@@ -124,6 +124,29 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// The 32-byte secret kept hex-encoded in `path`, created with 32 random
+/// bytes (mode 0600) on first use. Creation is exclusive, so two processes
+/// starting together (a CLI and the server) agree on one secret. `Ok(None)`:
+/// the file holds something else.
+pub fn read_or_create_key_file(path: &std::path::Path) -> std::io::Result<Option<[u8; 32]>> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(random_hex(32).as_bytes())?;
+            file.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let text = std::fs::read_to_string(path)?;
+    let mut key = [0u8; 32];
+    Ok(hex::decode_to_slice(text.trim(), &mut key).ok().map(|()| key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

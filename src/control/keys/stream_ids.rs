@@ -4,7 +4,6 @@
 //! plain hash of app and key.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -68,27 +67,14 @@ impl StreamIdKey {
     /// starting together agree on one key.
     pub fn load_or_create(data_dir: &Path, legacy: HashSet<String>) -> Result<Self, KeyFileError> {
         let path = data_dir.join(STREAM_ID_KEY_FILE);
-        let io = |source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(mut file) => {
-                file.write_all(super::random_hex(32).as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-        let text = std::fs::read_to_string(&path).map_err(io)?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut key).map_err(|_| KeyFileError::Format {
-            path: path.display().to_string(),
-        })?;
+        let key = super::read_or_create_key_file(&path)
+            .map_err(|source| KeyFileError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
+            .ok_or_else(|| KeyFileError::Format {
+                path: path.display().to_string(),
+            })?;
         Ok(Self::new(key, legacy))
     }
 

@@ -8,7 +8,6 @@
 //! and are good only for that app's streams.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,23 +141,8 @@ impl PlaybackTokens {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(key_err)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(mut file) => {
-                file.write_all(super::keys::random_hex(32).as_bytes())
-                    .map_err(key_err)?;
-                file.sync_all().map_err(key_err)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(key_err(e)),
-        }
-        let text = std::fs::read_to_string(&path).map_err(key_err)?;
-        let secret = hex::decode(text.trim())
-            .ok()
-            .filter(|s| s.len() == 32)
+        let secret = super::keys::read_or_create_key_file(&path)
+            .map_err(key_err)?
             .ok_or(TokenError::KeyFormat { path: path_str.clone() })?;
         Ok(Self::from_secret(&secret, leeway))
     }

@@ -10,7 +10,6 @@ mod error;
 mod flv;
 #[doc(hidden)]
 pub mod fuzz;
-mod limits;
 mod metadata;
 mod mpeg_audio;
 mod rml;

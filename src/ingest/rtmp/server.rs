@@ -9,10 +9,10 @@ use tracing::{debug, field, info, info_span, warn, Instrument};
 
 use super::connection::{Connection, Shared};
 use super::error::RtmpError;
-use super::limits::{CapReached, ConnectionCaps};
 use super::settings::RtmpSettings;
 use crate::ingest::PublishGate;
 use crate::logging::LogLimiter;
+use crate::slots::{ClientSlots, Refusal};
 
 /// How long `serve` waits for connection tasks after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,7 +22,7 @@ pub struct RtmpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    caps: ConnectionCaps,
+    caps: ClientSlots,
 }
 
 impl RtmpServer {
@@ -37,7 +37,7 @@ impl RtmpServer {
         Ok(RtmpServer {
             listener,
             local_addr,
-            caps: ConnectionCaps::new(settings.max_connections, settings.max_connections_per_ip),
+            caps: ClientSlots::new(settings.max_connections, settings.max_connections_per_ip),
             shared: Arc::new(Shared::new(settings, gate)),
         })
     }
@@ -71,10 +71,10 @@ impl RtmpServer {
             };
             let slot = match self.caps.try_acquire(peer.ip()) {
                 Ok(slot) => slot,
-                Err(cap) => {
+                Err(refusal) => {
                     // Dropped before the handshake: costs us one accept.
                     drop(socket);
-                    log_refused(&mut refused_log, peer, cap);
+                    log_refused(&mut refused_log, peer, refusal, &self.caps);
                     continue;
                 }
             };
@@ -106,10 +106,10 @@ impl RtmpServer {
     }
 }
 
-fn log_refused(limiter: &mut LogLimiter, peer: SocketAddr, cap: CapReached) {
-    let (which, max) = match cap {
-        CapReached::Total(max) => ("rtmp.max_connections", max),
-        CapReached::PerAddress(max) => ("rtmp.max_connections_per_ip", max),
+fn log_refused(limiter: &mut LogLimiter, peer: SocketAddr, refusal: Refusal, caps: &ClientSlots) {
+    let (which, max) = match refusal {
+        Refusal::Total => ("rtmp.max_connections", caps.max_total()),
+        Refusal::PerClient => ("rtmp.max_connections_per_ip", caps.max_per_client()),
     };
     match limiter.allow() {
         Some(suppressed) => warn!(%peer, cap = which, max, suppressed, "RTMP connection refused: too many connections"),

@@ -155,9 +155,6 @@ impl TrackClock {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     fn clock() -> TrackClock {
@@ -265,26 +262,9 @@ mod tests {
 
     /// Collects formatted log lines written while `f` runs on this thread.
     fn captured_log(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("sink").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = sink.0.lock().expect("sink").clone();
-        String::from_utf8_lossy(&bytes).into_owned()
+        let captured = crate::logging::CapturedLog::start(tracing::Level::INFO);
+        f();
+        captured.text()
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl WhipService {
         let peer = Arc::new(peer);
         let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
         let entry = Arc::new(Session {
-            client: address_key(client.ip()),
+            client: crate::slots::client_key(client.ip()),
             etag: etag.clone(),
             offer: summary,
             peer,
@@ -235,7 +235,7 @@ impl WhipService {
     }
 
     fn reserve(self: &Arc<Self>, client: IpAddr) -> Result<Reservation, WhipError> {
-        let client = address_key(client);
+        let client = crate::slots::client_key(client);
         let mut reserved = self.reserved.lock();
         let sessions = self.sessions.lock();
         let running = sessions.len();
@@ -314,21 +314,6 @@ impl Drop for Reservation {
                 reserved.remove(&self.client);
             }
         }
-    }
-}
-
-/// Whose sessions count together: an IPv4 address (also when written as
-/// IPv6), or an IPv6 /64, since one host usually holds a whole /64.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let [a, b, c, d, ..] = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
-            }
-        },
     }
 }
 

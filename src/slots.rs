@@ -1,5 +1,7 @@
 //! Counting what clients hold at once (connections, held requests), in
 //! total and per client address, with a guard that gives the slot back.
+//! Every listener counts the same way (HTTP, RTMP, WHIP, delivery's held
+//! requests), so it is one leaf module that imports nothing of ours.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
