@@ -131,12 +131,36 @@ async fn run_ladder_with_stats(
     profile: &LadderProfile,
     settings: &LadderSettings,
 ) -> (Vec<LadderEvent>, std::sync::Arc<LadderStats>) {
+    let driven = drive_ladder(packets, profile, settings, None).await;
+    (driven.events, driven.stats)
+}
+
+/// What a ladder did with its input, and its overload state at the end.
+struct Driven {
+    events: Vec<LadderEvent>,
+    stats: std::sync::Arc<LadderStats>,
+    overload: crate::media::OverloadState,
+}
+
+/// Feeds `packets` to a ladder until it ends: as fast as it takes them, or
+/// with video frames `pace` apart, like a live source.
+async fn drive_ladder(
+    packets: Vec<MediaPacket>,
+    profile: &LadderProfile,
+    settings: &LadderSettings,
+    pace: Option<Duration>,
+) -> Driven {
     init().expect("gstreamer ready");
     let (input_tx, input_rx) = mpsc::channel(64);
     let (output_tx, mut output_rx) = mpsc::channel(64);
     let handle = spawn_ladder("test", profile, settings, input_rx, output_tx);
+    let mut overload = handle.overload();
     let feeder = tokio::spawn(async move {
+        let mut pace = pace.map(tokio::time::interval);
         for packet in packets {
+            if let (Some(pace), MediaPacket::Video(_)) = (pace.as_mut(), &packet) {
+                pace.tick().await;
+            }
             if input_tx.send(packet).await.is_err() {
                 break;
             }
@@ -156,9 +180,14 @@ async fn run_ladder_with_stats(
         .await
         .expect("ladder ends in time");
     feeder.await.expect("feeder");
+    let overload = overload.borrow_and_update().clone();
     let stats = handle.stats();
     handle.stop().await;
-    (events, stats)
+    Driven {
+        events,
+        stats,
+        overload,
+    }
 }
 
 struct Rendition {
@@ -779,39 +808,9 @@ async fn an_overloaded_ladder_sheds_the_top_encoded_rung_and_stays_aligned() {
         restore_after: Duration::from_secs(3600),
         max_divisor: 2,
     };
-    init().expect("gstreamer ready");
-    let (input_tx, input_rx) = mpsc::channel(64);
-    let (output_tx, mut output_rx) = mpsc::channel(64);
-    let handle = spawn_ladder("test", &small_profile(), &settings, input_rx, output_tx);
-    let mut overload = handle.overload();
     // Paced like a live source, so that the ladder runs long enough to be judged.
-    let feeder = tokio::spawn(async move {
-        let mut pace = tokio::time::interval(Duration::from_millis(33));
-        for packet in packets {
-            if matches!(packet, MediaPacket::Video(_)) {
-                pace.tick().await;
-            }
-            if input_tx.send(packet).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(event) = output_rx.recv().await {
-            let ended = matches!(event, LadderEvent::Ended(_));
-            events.push(event);
-            if ended {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(90), collect)
-        .await
-        .expect("ladder ends in time");
-    feeder.await.expect("feeder");
-    let state = overload.borrow_and_update().clone();
-    handle.stop().await;
+    let driven = drive_ladder(packets, &small_profile(), &settings, Some(Duration::from_millis(33))).await;
+    let (events, state) = (driven.events, driven.overload);
     assert!(state.degraded, "{state:?}");
     assert_eq!(state.shed, vec![("240p".to_string(), 2)]);
 
