@@ -71,13 +71,14 @@ test: test-deps
 	$(CARGO) test --locked --test '*' -- --test-threads=1
 	# Smoke check of bench/ on the debug build, so the bench scripts cannot rot (the load client is
 	# built with the test profile here; `make bench` builds it optimised).
-	$(CARGO) test --locked --no-run --bench blocking_clients
+	$(CARGO) test --locked --no-run --bench blocking_clients --bench llhls_players
 	@export PULSE_BENCH_BIN=$(CURDIR)/target/debug/pulse-edge; $(BENCH_QUICK)
 
-# Every figure for bench/RESULTS.md, one script each (about an hour; see bench/README.md).
+# Every figure for bench/RESULTS.md, one script each (about an hour, plus loadheld.py's 30 minutes per
+# server; see bench/README.md).
 # soak.py runs a 5-minute stream per server here; the issue's 30-minute version is `python3 bench/soak.py`.
 bench: test-deps release
-	$(CARGO) bench --locked --no-run --bench blocking_clients
+	$(CARGO) bench --locked --no-run --bench blocking_clients --bench llhls_players
 	python3 bench/startup.py --repeats 5
 	python3 bench/transcode.py --repeats 3 --seconds 30
 	python3 bench/capacity.py
@@ -88,13 +89,15 @@ bench: test-deps release
 	python3 bench/storage.py --repeats 3 --seconds 60 --outage 60
 	python3 bench/whip.py --repeats 3 --seconds 20 --warmup 8 --cpu-seconds 30
 	python3 bench/hostile.py --seconds 30 --workers 4
+	python3 bench/loadheld.py
+	python3 bench/overload.py
 
 # Every bench script in its short mode (under a minute): proves the scripts still work.
-BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage whip hostile; do \
+BENCH_QUICK = for s in startup transcode capacity latency fanin playlist soak storage whip hostile loadheld overload; do \
 	  echo "== bench/$$s.py --quick"; python3 bench/$$s.py --quick || exit 1; done
 
 bench-quick: test-deps release
-	$(CARGO) bench --locked --no-run --bench blocking_clients
+	$(CARGO) bench --locked --no-run --bench blocking_clients --bench llhls_players
 	@$(BENCH_QUICK)
 
 fmt:

@@ -261,7 +261,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             settle_timeout: Duration::from_secs(config.recordings.settle_timeout_secs),
         },
     );
-    let packagers = hls::Packagers::new(
+    let store_runtime = store_runtime()?;
+    let packagers = hls::Packagers::new_on(
         hls::HlsSettings {
             part_target,
             segment_target,
@@ -273,6 +274,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             ..hls::HlsSettings::default()
         },
         stores.default_store(),
+        store_runtime.handle(),
     )
     .with_recorder(Arc::new(recorder.clone()));
     let recorder_stop = CancellationToken::new();
@@ -477,6 +479,38 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     .await;
     store.close().await;
     Ok(())
+}
+
+/// The store writers' own runtime: uploads are a few round trips each, and
+/// on the main runtime every one of them waits behind whatever viewers have
+/// queued there. One thread: the work is I/O (file writes go to its blocking pool).
+fn store_runtime() -> anyhow::Result<StoreRuntime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pulse-store")
+        .enable_all()
+        .build()
+        .map(|runtime| StoreRuntime(Some(runtime)))
+        .context("starting the store writers' runtime")
+}
+
+/// Shuts its runtime down without waiting when dropped: `serve` drops it on
+/// every return, inside the main runtime, where dropping a runtime panics.
+/// Queued uploads are flushed before a clean return.
+struct StoreRuntime(Option<tokio::runtime::Runtime>);
+
+impl StoreRuntime {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|runtime| runtime.handle().clone())
+    }
+}
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// WHIP on the HTTP listener, unless turned off.

@@ -20,6 +20,8 @@ pub struct Packagers {
     writers: Arc<Mutex<HashMap<String, StoreWriter>>>,
     recorder: Option<Arc<dyn RecordingSink>>,
     streams: Arc<RwLock<HashMap<String, Arc<StreamPackager>>>>,
+    /// Where store writers run (see [`Packagers::new_on`]).
+    store_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Per-stream choices over the shared [`HlsSettings`] (an app's settings).
@@ -80,15 +82,26 @@ fn writer_settings(settings: &HlsSettings) -> WriterSettings {
 }
 
 impl Packagers {
-    /// Must be called inside a tokio runtime (it starts the store writer tasks).
+    /// Must be called inside a tokio runtime (it starts the store writer tasks on it).
     pub fn new(settings: HlsSettings, store: Arc<dyn ObjectStore>) -> Self {
-        let writer = StoreWriter::spawn(store, writer_settings(&settings));
+        Self::new_on(settings, store, tokio::runtime::Handle::try_current().ok())
+    }
+
+    /// Store writers run on `store_runtime`, apart from the requests that
+    /// viewers queue on the main runtime.
+    pub fn new_on(
+        settings: HlsSettings,
+        store: Arc<dyn ObjectStore>,
+        store_runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
+        let writer = StoreWriter::spawn_on(store, writer_settings(&settings), store_runtime.clone());
         Self {
             settings: Arc::new(settings),
             writer,
             writers: Arc::default(),
             recorder: None,
             streams: Arc::default(),
+            store_runtime,
         }
     }
 
@@ -118,7 +131,13 @@ impl Packagers {
         self.writers
             .lock()
             .entry(name)
-            .or_insert_with(|| StoreWriter::spawn(store.clone(), writer_settings(&self.settings)))
+            .or_insert_with(|| {
+                StoreWriter::spawn_on(
+                    store.clone(),
+                    writer_settings(&self.settings),
+                    self.store_runtime.clone(),
+                )
+            })
             .clone()
     }
 

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::clock::{capped_offset, timeline_time, TrackClock};
 use super::codec::{parse_asc, parse_avcc};
 use super::output::{EventSink, Track};
-use super::overload::{Change, Detector, OverloadSettings, OverloadState};
+use super::overload::{Change, Detector, OverloadSettings, OverloadState, Progress, StallClock};
 use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoCodec, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
 use super::stats::LadderStats;
@@ -571,15 +571,17 @@ impl Ladder {
         let mut overload = self.overload_watch(built);
         let mut judge = tokio::time::interval(OVERLOAD_TICK);
         judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stall = StallClock::default();
         loop {
             let backlogged = feeder.backlogged();
+            stall.note(std::time::Instant::now(), backlogged);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Stop::Stopped,
                 _ = self.events.tx.closed() => return Stop::OutputClosed,
                 _ = judge.tick(), if overload.is_some() => {
                     if let Some(watch) = overload.as_mut() {
-                        self.judge_overload(watch, feeder.pushed_video_ns);
+                        self.judge_overload(watch, feeder.pushed_video_ns, &stall);
                     }
                 }
                 message = messages.next() => {
@@ -622,12 +624,24 @@ impl Ladder {
         })
     }
 
-    fn judge_overload(&self, watch: &mut OverloadWatch, pushed_ns: u64) {
+    fn judge_overload(&self, watch: &mut OverloadWatch, pushed_ns: u64, stall: &StallClock) {
         let Some(out_ns) = self.events.progress.slowest(watch.renditions.iter().copied()) else {
             return;
         };
-        let decision = watch.detector.observe(std::time::Instant::now(), out_ns, pushed_ns);
+        let now = std::time::Instant::now();
+        let progress = Progress {
+            out_ns,
+            in_ns: pushed_ns,
+            stalled: stall.total(now),
+        };
+        let decision = watch.detector.observe(now, progress);
         let speed = decision.speed;
+        tracing::debug!(
+            speed,
+            stalled_share = decision.stalled_share,
+            backlog_ms = pushed_ns.saturating_sub(out_ns) / 1_000_000,
+            "overload judged"
+        );
         if let Some((rung, divisor)) = decision.set {
             let name = watch.detector.rungs().get(rung).map(|r| r.name.as_str()).unwrap_or("?");
             tracing::warn!(

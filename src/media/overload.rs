@@ -4,9 +4,13 @@
 //! **Detection.** Once a second the ladder compares how much media its
 //! slowest encoded rendition put out over the last `window` with the wall
 //! time that passed (its speed). Below `min_speed` the ladder is behind,
-//! but only if media is piling up inside the pipeline (`min_backlog`
-//! between what was fed in and what came out): a publisher that sends
-//! slowly starves the pipeline, which is not overload.
+//! but only if the pipeline, not the publisher, is the bottleneck: media is
+//! piling up inside it (`min_backlog` between what was fed in and what came
+//! out), or its input was refused for a good part of the window (the feeder
+//! stops reading while the pipeline is full, so the backlog then builds up
+//! before the ladder, in the ingest queue and the publisher's socket, where
+//! the in-pipeline measure cannot see it). A publisher that sends slowly
+//! starves the pipeline and trips neither, which is not overload.
 //!
 //! **Shedding.** Each judgement that finds the ladder behind halves the
 //! rate of fresh frames fed to the most expensive encoded rung (by pixels
@@ -169,6 +173,51 @@ impl RungGate {
     }
 }
 
+/// Wall time the feeder spent refusing input because the pipeline was
+/// full: the ladder's share of a backlog that builds up before it.
+#[derive(Debug, Default)]
+pub(crate) struct StallClock {
+    since: Option<Instant>,
+    total: Duration,
+}
+
+impl StallClock {
+    /// Called on every turn of the feed loop with whether input is refused now.
+    pub fn note(&mut self, now: Instant, refusing: bool) {
+        match (refusing, self.since) {
+            (true, None) => self.since = Some(now),
+            (false, Some(since)) => {
+                self.total += now.saturating_duration_since(since);
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Refused so far, the current stretch included.
+    pub fn total(&self, now: Instant) -> Duration {
+        self.total
+            + self
+                .since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
+
+/// The share of the window during which input was refused from which the
+/// ladder counts as the bottleneck.
+const STALLED_SHARE: f64 = 0.25;
+
+/// What one judgement looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Progress {
+    /// End of the media the slowest encoded rung has put out (ns).
+    pub out_ns: u64,
+    /// End of the media fed in (ns).
+    pub in_ns: u64,
+    /// `StallClock::total` now.
+    pub stalled: Duration,
+}
+
 /// One encoded video rung, as the detector sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Rung {
@@ -192,13 +241,17 @@ pub(crate) struct Decision {
     /// Rung index and its new divisor.
     pub set: Option<(usize, u32)>,
     pub speed: f64,
+    /// Share of the window the pipeline refused input (NaN without a full window).
+    pub stalled_share: f64,
 }
 
 pub(crate) struct Detector {
     settings: OverloadSettings,
     rungs: Vec<Rung>,
-    /// (when, output media end in ns), oldest first, about one window.
-    samples: VecDeque<(Instant, u64)>,
+    /// (when, output media end in ns, stalled so far), oldest first, about one window.
+    samples: VecDeque<(Instant, u64, Duration)>,
+    /// Stalled so far at the previous judgement.
+    last_stalled: Duration,
     degraded: bool,
     caught_up_since: Option<Instant>,
     /// Shedding steps taken: rung index and its divisor before the step.
@@ -215,6 +268,7 @@ impl Detector {
             settings,
             rungs,
             samples: VecDeque::new(),
+            last_stalled: Duration::ZERO,
             degraded: false,
             caught_up_since: None,
             steps: Vec::new(),
@@ -241,51 +295,42 @@ impl Detector {
         self.rungs[rung].pixel_rate / f64::from(self.rungs[rung].gate.divisor())
     }
 
-    /// One judgement: `out_ns` is the end of the media the slowest encoded
-    /// rung has put out, `in_ns` the end of what was fed in.
-    pub fn observe(&mut self, now: Instant, out_ns: u64, in_ns: u64) -> Decision {
-        self.samples.push_back((now, out_ns));
+    /// One judgement, once a second or so.
+    pub fn observe(&mut self, now: Instant, progress: Progress) -> Decision {
+        let Progress { out_ns, in_ns, stalled } = progress;
+        self.samples.push_back((now, out_ns, stalled));
         while self
             .samples
             .get(1)
-            .is_some_and(|&(t, _)| now.saturating_duration_since(t) >= self.settings.window)
+            .is_some_and(|&(t, _, _)| now.saturating_duration_since(t) >= self.settings.window)
         {
             self.samples.pop_front();
         }
         // Judged only over a full window (none yet after a change).
-        let speed = self.samples.front().and_then(|&(then, out_then)| {
+        let window = self.samples.front().and_then(|&(then, out_then, stalled_then)| {
             let elapsed = now.saturating_duration_since(then);
-            (elapsed >= self.settings.window && !elapsed.is_zero())
-                .then(|| out_ns.saturating_sub(out_then) as f64 / elapsed.as_nanos() as f64)
+            (elapsed >= self.settings.window && !elapsed.is_zero()).then(|| {
+                let seconds = elapsed.as_secs_f64();
+                let speed = out_ns.saturating_sub(out_then) as f64 / 1e9 / seconds;
+                (speed, stalled.saturating_sub(stalled_then).as_secs_f64() / seconds)
+            })
         });
-        let backlog = Duration::from_nanos(in_ns.saturating_sub(out_ns));
+        let stalled_since_last = stalled > self.last_stalled;
+        self.last_stalled = stalled;
+        let piled_up = Duration::from_nanos(in_ns.saturating_sub(out_ns)) >= self.settings.min_backlog;
         let mut decision = Decision {
-            speed: speed.unwrap_or(f64::NAN),
+            speed: window.map_or(f64::NAN, |(speed, _)| speed),
+            stalled_share: window.map_or(f64::NAN, |(_, share)| share),
             ..Decision::default()
         };
-        let behind = speed.is_some_and(|speed| speed < self.settings.min_speed);
-        if behind && backlog >= self.settings.min_backlog {
-            self.caught_up_since = None;
-            if !self.degraded {
-                self.degraded = true;
-                decision.change = Some(Change::Degraded);
-            }
-            if let Some(rung) = self.next_to_shed() {
-                let old = self.rungs[rung].gate.divisor();
-                let new = old.saturating_mul(2).min(self.settings.max_divisor);
-                self.rungs[rung].gate.set_divisor(new);
-                self.steps.push((rung, old));
-                decision.set = Some((rung, new));
-                if self.last_was_restore {
-                    self.backoff = self.backoff.saturating_mul(2).min(8);
-                }
-                self.last_was_restore = false;
-                // The next judgement needs a full window of the new setting.
-                self.samples.clear();
-            }
+        let behind = window.is_some_and(|(speed, stalled_share)| {
+            speed < self.settings.min_speed && (piled_up || stalled_share >= STALLED_SHARE)
+        });
+        if behind {
+            self.shed_one_step(&mut decision);
             return decision;
         }
-        if !self.degraded || backlog >= self.settings.min_backlog {
+        if !self.degraded || piled_up || stalled_since_last {
             self.caught_up_since = None;
             return decision;
         }
@@ -308,6 +353,27 @@ impl Detector {
             }
         }
         decision
+    }
+
+    fn shed_one_step(&mut self, decision: &mut Decision) {
+        self.caught_up_since = None;
+        if !self.degraded {
+            self.degraded = true;
+            decision.change = Some(Change::Degraded);
+        }
+        if let Some(rung) = self.next_to_shed() {
+            let old = self.rungs[rung].gate.divisor();
+            let new = old.saturating_mul(2).min(self.settings.max_divisor);
+            self.rungs[rung].gate.set_divisor(new);
+            self.steps.push((rung, old));
+            decision.set = Some((rung, new));
+            if self.last_was_restore {
+                self.backoff = self.backoff.saturating_mul(2).min(8);
+            }
+            self.last_was_restore = false;
+            // The next judgement needs a full window of the new setting.
+            self.samples.clear();
+        }
     }
 
     pub fn state(&self, speed: f64) -> OverloadState {
@@ -358,6 +424,10 @@ mod tests {
         detector: Detector,
         now: Instant,
         out_ns: u64,
+        /// The feeder's stall clock.
+        stall: StallClock,
+        /// Share of each second the pipeline refuses input.
+        refusing: f64,
     }
 
     impl Run {
@@ -366,15 +436,27 @@ mod tests {
                 detector: Detector::new(settings(), rungs()),
                 now: Instant::now(),
                 out_ns: 0,
+                stall: StallClock::default(),
+                refusing: 0.0,
             }
         }
 
         fn seconds(&mut self, n: u64, speed: f64, backlog_ns: u64) -> Vec<Decision> {
             (0..n)
                 .map(|_| {
-                    self.now += Duration::from_secs(1);
+                    // Refusing for the first `refusing` of the second, then reading.
+                    let start = self.now;
+                    self.stall.note(start, self.refusing > 0.0);
+                    self.now += Duration::from_secs_f64(self.refusing);
+                    self.stall.note(self.now, false);
+                    self.now = start + Duration::from_secs(1);
                     self.out_ns += (speed * S as f64) as u64;
-                    self.detector.observe(self.now, self.out_ns, self.out_ns + backlog_ns)
+                    let progress = Progress {
+                        out_ns: self.out_ns,
+                        in_ns: self.out_ns + backlog_ns,
+                        stalled: self.stall.total(self.now),
+                    };
+                    self.detector.observe(self.now, progress)
                 })
                 .filter(|d| d.change.is_some() || d.set.is_some())
                 .collect()
@@ -438,6 +520,51 @@ mod tests {
             1,
             "one recovery, no second degrade: {decisions:?}"
         );
+    }
+
+    #[test]
+    fn a_backlog_held_before_the_ladder_counts_when_the_pipeline_refuses_input() {
+        // The pipeline holds little, but keeps refusing input: the backlog is
+        // in the ingest queue and the publisher's socket.
+        let mut run = Run::new();
+        run.refusing = 0.6;
+        let decisions = run.seconds(6, 0.8, S / 5);
+        assert_eq!(decisions.first().and_then(|d| d.change.clone()), Some(Change::Degraded));
+        assert!(decisions[0].stalled_share > 0.5, "{decisions:?}");
+        // Refusing now and then, as any full queue does, is not overload.
+        let mut run = Run::new();
+        run.refusing = 0.1;
+        assert!(run.seconds(30, 0.9, S / 5).is_empty());
+    }
+
+    #[test]
+    fn nothing_is_restored_while_the_pipeline_still_refuses_input() {
+        let mut run = Run::new();
+        run.refusing = 0.6;
+        run.seconds(6, 0.8, S / 5);
+        assert_eq!(run.divisors(), vec![2, 1, 1]);
+        // Catching up on what waited before the ladder: fast, little inside,
+        // but still refusing input. Not caught up yet.
+        run.refusing = 0.2;
+        assert!(run.seconds(30, 1.3, S / 5).is_empty());
+        run.refusing = 0.0;
+        let restored = run.seconds(11, 1.0, S / 5);
+        assert_eq!(restored.len(), 1, "{restored:?}");
+        assert_eq!(run.divisors(), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn the_stall_clock_sums_stretches_and_counts_the_open_one() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut clock = StallClock::default();
+        clock.note(at(0), true);
+        clock.note(at(100), true);
+        clock.note(at(300), false);
+        clock.note(at(400), false);
+        assert_eq!(clock.total(at(500)), Duration::from_millis(300));
+        clock.note(at(1000), true);
+        assert_eq!(clock.total(at(1250)), Duration::from_millis(550));
     }
 
     #[test]
