@@ -83,6 +83,9 @@ pub struct OverloadConfig {
     pub restore_after_secs: u64,
     /// The most a shed rung's frame rate is divided by.
     pub max_frame_rate_divisor: u32,
+    /// Source video waiting for the decoder from which the encode branch
+    /// skips ahead to a keyframe (the passthrough copy never waits); 0: never.
+    pub max_encode_backlog_ms: u64,
     /// Transcoding ladders live at once; 0: one per CPU core.
     pub transcode_budget: usize,
     /// A publish over the budget: "passthrough" (admitted without encodes)
@@ -97,8 +100,9 @@ impl Default for OverloadConfig {
             window_secs: 5,
             min_speed: 0.95,
             min_backlog_ms: 1000,
-            restore_after_secs: 15,
+            restore_after_secs: 5,
             max_frame_rate_divisor: 8,
+            max_encode_backlog_ms: 1000,
             transcode_budget: 0,
             over_budget: "passthrough".into(),
         }
@@ -118,6 +122,11 @@ impl OverloadConfig {
         if !(1..=64).contains(&self.max_frame_rate_divisor) || self.min_backlog_ms == 0 {
             return Err(ConfigError::Invalid(
                 "overload.max_frame_rate_divisor must be 1-64 and overload.min_backlog_ms at least 1".into(),
+            ));
+        }
+        if self.max_encode_backlog_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "overload.max_encode_backlog_ms must be 0 (never skip) to 60000".into(),
             ));
         }
         if !matches!(self.over_budget.as_str(), "passthrough" | "refuse") {

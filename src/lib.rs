@@ -10,5 +10,6 @@ pub mod httpd;
 pub mod ingest;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod slots;
 pub mod storage;

@@ -262,6 +262,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         },
     );
     let store_runtime = store_runtime()?;
+    // Freed heap goes back to the kernel while serving (see `memory`).
+    let _trimmer = pulse_edge::memory::Trimmer::start().context("starting the heap trimmer")?;
     let packagers = hls::Packagers::new_on(
         hls::HlsSettings {
             part_target,
@@ -310,6 +312,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                     min_backlog: Duration::from_millis(config.overload.min_backlog_ms),
                     restore_after: Duration::from_secs(config.overload.restore_after_secs),
                     max_divisor: config.overload.max_frame_rate_divisor,
+                    max_encode_backlog: (config.overload.max_encode_backlog_ms > 0)
+                        .then(|| Duration::from_millis(config.overload.max_encode_backlog_ms)),
                 },
             },
             reconnect_window: Duration::from_secs(config.reconnect_window_secs),

@@ -17,6 +17,7 @@ use super::output::{EventSink, Track};
 use super::overload::{Change, Detector, OverloadSettings, OverloadState, Progress, StallClock};
 use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoCodec, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
+use super::skip::SkipMeter;
 use super::stats::LadderStats;
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
@@ -125,6 +126,8 @@ const OVERLOAD_TICK: Duration = Duration::from_secs(1);
 struct OverloadWatch {
     detector: Detector,
     renditions: Vec<usize>,
+    /// What the encode branch skipped to stay live, when it may.
+    skip: Option<SkipMeter>,
 }
 
 /// Must be called inside a Tokio runtime.
@@ -496,6 +499,9 @@ impl Ladder {
         )
         .map_err(|e| format!("building the pipeline: {e}"))?;
         let teardown = Teardown(built.pipeline.clone(), self.stop.clone(), self.panicked.clone());
+        if let Some(meter) = &built.skip {
+            self.stats.attach_skip(meter.clone());
+        }
         if let Some(decoder) = &built.decoder {
             watch_decode_errors(decoder, self.stats.clone(), self.keyframe_wanted.clone());
         }
@@ -617,6 +623,7 @@ impl Ladder {
         }
         Some(OverloadWatch {
             renditions: built.encoded_rungs.iter().map(|(index, _)| *index).collect(),
+            skip: built.skip.clone(),
             detector: Detector::new(
                 settings.clone(),
                 built.encoded_rungs.iter().map(|(_, rung)| rung.clone()).collect(),
@@ -633,12 +640,14 @@ impl Ladder {
             out_ns,
             in_ns: pushed_ns,
             stalled: stall.total(now),
+            skipped: watch.skip.as_ref().map_or(Duration::ZERO, SkipMeter::skipped),
         };
         let decision = watch.detector.observe(now, progress);
         let speed = decision.speed;
         tracing::debug!(
             speed,
             stalled_share = decision.stalled_share,
+            skipped_ms = progress.skipped.as_millis() as u64,
             backlog_ms = pushed_ns.saturating_sub(out_ns) / 1_000_000,
             "overload judged"
         );

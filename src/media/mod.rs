@@ -15,6 +15,7 @@ mod output;
 mod overload;
 pub(crate) mod pipeline;
 mod profile;
+mod skip;
 mod stats;
 mod types;
 

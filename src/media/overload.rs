@@ -25,7 +25,11 @@
 //! fresh): players and rendition reports need no discontinuity, and the
 //! rung only shows fewer distinct pictures per second.
 //!
-//! **Recovery.** Caught up (backlog below `min_backlog`) for `restore_after`,
+//! **Skipping ahead** (`skip`) bounds how far behind the encoded rungs can
+//! get meanwhile, and keeps the copy from waiting for them. Media skipped is
+//! not progress: a ladder that keeps up only by skipping is behind.
+//!
+//! **Recovery.** Caught up (backlog below `min_backlog`, no skip) for `restore_after`,
 //! the last shedding step is undone, one step at a time; when nothing is
 //! shed any more and the ladder is still caught up, it has recovered. A rung
 //! that had to be shed again right after a restore waits twice as long
@@ -39,6 +43,8 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
+
+use super::skip::{GapFill, SkipMeter};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverloadSettings {
@@ -54,6 +60,10 @@ pub struct OverloadSettings {
     pub restore_after: Duration,
     /// The most a rung's frame rate is divided by.
     pub max_divisor: u32,
+    /// Source video waiting for the decoder from which the encode branch
+    /// skips ahead (see `skip`); `None`: it never does, and a full decoder
+    /// queue holds up the copy and the input instead.
+    pub max_encode_backlog: Option<Duration>,
 }
 
 impl Default for OverloadSettings {
@@ -63,8 +73,9 @@ impl Default for OverloadSettings {
             window: Duration::from_secs(5),
             min_speed: 0.95,
             min_backlog: Duration::from_millis(1000),
-            restore_after: Duration::from_secs(15),
+            restore_after: Duration::from_secs(5),
             max_divisor: 8,
+            max_encode_backlog: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -83,6 +94,9 @@ pub struct OverloadState {
 #[derive(Debug, Clone)]
 pub(crate) struct RungGate {
     divisor: Arc<AtomicU32>,
+    /// Fills the gaps a skip ahead leaves (see `skip`), with the nominal
+    /// frame duration (ns); `None` when the encode branch never skips.
+    fill: Option<(SkipMeter, u64)>,
 }
 
 /// What the gate's probe remembers between frames.
@@ -92,6 +106,9 @@ struct GateState {
     since: u32,
     /// The last frame encoded as it came, repeated in place of the others.
     held: Option<gst::Buffer>,
+    gaps: GapFill,
+    /// A key-unit request waiting for the frame after it.
+    key_request: Option<gst::Event>,
 }
 
 impl GateState {
@@ -108,10 +125,52 @@ impl GateState {
     }
 }
 
+impl GateState {
+    /// Sends the repeats that fill a skip's gap before `next` straight to the
+    /// encoder (past this probe), then the key-unit request held for `next`.
+    fn fill_gap_before(&mut self, pad: &gst::Pad, next: &gst::Buffer, meter: &SkipMeter, frame_ns: u64) {
+        use gstreamer::prelude::*;
+        let repeats = self.gaps.before(next, meter, frame_ns);
+        let Some(peer) = pad.peer() else {
+            return;
+        };
+        for (repeat, keyframe) in repeats {
+            if keyframe {
+                // As the key planner asks: no running time, "the next frame".
+                let pts = repeat.pts();
+                peer.send_event(
+                    gst_video::DownstreamForceKeyUnitEvent::builder()
+                        .timestamp(pts)
+                        .stream_time(pts)
+                        .running_time(gst::ClockTime::NONE)
+                        .all_headers(true)
+                        .build(),
+                );
+            }
+            if peer.chain(repeat).is_err() {
+                break;
+            }
+        }
+        if let Some(request) = self.key_request.take() {
+            peer.send_event(request);
+        }
+    }
+}
+
 impl RungGate {
     pub fn new() -> Self {
         Self {
             divisor: Arc::new(AtomicU32::new(1)),
+            fill: None,
+        }
+    }
+
+    /// A gate that also fills the gaps `meter`'s skips leave, one repeat
+    /// per `frame_ns`.
+    pub fn filling(meter: SkipMeter, frame_ns: u64) -> Self {
+        Self {
+            fill: Some((meter, frame_ns)),
+            ..Self::new()
         }
     }
 
@@ -138,20 +197,34 @@ impl RungGate {
         let state = std::sync::Mutex::new(GateState::default());
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |_, info| {
+            move |pad, info| {
+                // Other events pass without the lock: a flush from another
+                // thread must not wait while this one encodes repeats.
                 if let Some(event) = info.event() {
                     if gst_video::DownstreamForceKeyUnitEvent::parse(event).is_ok() {
                         keyed.store(true, Ordering::Relaxed);
+                        if gate.fill.is_some() {
+                            // Held until the frame it is for: it means "the
+                            // next frame", and repeats filling a gap may
+                            // have to go first.
+                            if let Ok(mut state) = state.lock() {
+                                state.key_request = Some(event.clone());
+                                return gst::PadProbeReturn::Handled;
+                            }
+                        }
                     }
                     return gst::PadProbeReturn::Ok;
                 }
-                let keyed = keyed.swap(false, Ordering::Relaxed);
                 let Ok(mut state) = state.lock() else {
                     return gst::PadProbeReturn::Ok;
                 };
+                let keyed = keyed.swap(false, Ordering::Relaxed);
                 let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
                     return gst::PadProbeReturn::Ok;
                 };
+                if let Some((meter, frame_ns)) = &gate.fill {
+                    state.fill_gap_before(pad, buffer, meter, *frame_ns);
+                }
                 let divisor = gate.divisor();
                 if state.fresh(keyed, divisor) {
                     // Held only while shedding: at full rate nothing is kept.
@@ -216,6 +289,8 @@ pub(crate) struct Progress {
     pub in_ns: u64,
     /// `StallClock::total` now.
     pub stalled: Duration,
+    /// `SkipMeter::skipped` now: media the encodes dropped to stay live.
+    pub skipped: Duration,
 }
 
 /// One encoded video rung, as the detector sees it.
@@ -245,13 +320,24 @@ pub(crate) struct Decision {
     pub stalled_share: f64,
 }
 
+/// One judgement's reading, kept for a window.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    /// Output media end (ns).
+    out_ns: u64,
+    stalled: Duration,
+    skipped: Duration,
+}
+
 pub(crate) struct Detector {
     settings: OverloadSettings,
     rungs: Vec<Rung>,
-    /// (when, output media end in ns, stalled so far), oldest first, about one window.
-    samples: VecDeque<(Instant, u64, Duration)>,
-    /// Stalled so far at the previous judgement.
+    /// Oldest first, about one window.
+    samples: VecDeque<Sample>,
+    /// Stalled and skipped so far at the previous judgement.
     last_stalled: Duration,
+    last_skipped: Duration,
     degraded: bool,
     caught_up_since: Option<Instant>,
     /// Shedding steps taken: rung index and its divisor before the step.
@@ -269,6 +355,7 @@ impl Detector {
             rungs,
             samples: VecDeque::new(),
             last_stalled: Duration::ZERO,
+            last_skipped: Duration::ZERO,
             degraded: false,
             caught_up_since: None,
             steps: Vec::new(),
@@ -297,40 +384,60 @@ impl Detector {
 
     /// One judgement, once a second or so.
     pub fn observe(&mut self, now: Instant, progress: Progress) -> Decision {
-        let Progress { out_ns, in_ns, stalled } = progress;
-        self.samples.push_back((now, out_ns, stalled));
+        let Progress {
+            out_ns,
+            in_ns,
+            stalled,
+            skipped,
+        } = progress;
+        self.samples.push_back(Sample {
+            at: now,
+            out_ns,
+            stalled,
+            skipped,
+        });
         while self
             .samples
             .get(1)
-            .is_some_and(|&(t, _, _)| now.saturating_duration_since(t) >= self.settings.window)
+            .is_some_and(|s| now.saturating_duration_since(s.at) >= self.settings.window)
         {
             self.samples.pop_front();
         }
-        // Judged only over a full window (none yet after a change).
-        let window = self.samples.front().and_then(|&(then, out_then, stalled_then)| {
-            let elapsed = now.saturating_duration_since(then);
+        // Judged only over a full window (none yet after a change). Media the
+        // encodes skipped came out as repeats: it is not progress.
+        let window = self.samples.front().and_then(|then| {
+            let elapsed = now.saturating_duration_since(then.at);
             (elapsed >= self.settings.window && !elapsed.is_zero()).then(|| {
                 let seconds = elapsed.as_secs_f64();
-                let speed = out_ns.saturating_sub(out_then) as f64 / 1e9 / seconds;
-                (speed, stalled.saturating_sub(stalled_then).as_secs_f64() / seconds)
+                let skipped = skipped.saturating_sub(then.skipped);
+                let encoded = out_ns
+                    .saturating_sub(then.out_ns)
+                    .saturating_sub(skipped.as_nanos() as u64);
+                let speed = encoded as f64 / 1e9 / seconds;
+                let share = stalled.saturating_sub(then.stalled).as_secs_f64() / seconds;
+                (speed, share, !skipped.is_zero())
             })
         });
         let stalled_since_last = stalled > self.last_stalled;
+        let skipped_since_last = skipped > self.last_skipped;
         self.last_stalled = stalled;
+        self.last_skipped = skipped;
         let piled_up = Duration::from_nanos(in_ns.saturating_sub(out_ns)) >= self.settings.min_backlog;
         let mut decision = Decision {
-            speed: window.map_or(f64::NAN, |(speed, _)| speed),
-            stalled_share: window.map_or(f64::NAN, |(_, share)| share),
+            speed: window.map_or(f64::NAN, |(speed, _, _)| speed),
+            stalled_share: window.map_or(f64::NAN, |(_, share, _)| share),
             ..Decision::default()
         };
-        let behind = window.is_some_and(|(speed, stalled_share)| {
-            speed < self.settings.min_speed && (piled_up || stalled_share >= STALLED_SHARE)
+        // Slow, and the ladder is why: media piles up inside it, or it
+        // refused input, or its encodes had to skip ahead.
+        let behind = window.is_some_and(|(speed, stalled_share, skipped)| {
+            speed < self.settings.min_speed && (piled_up || stalled_share >= STALLED_SHARE || skipped)
         });
         if behind {
             self.shed_one_step(&mut decision);
             return decision;
         }
-        if !self.degraded || piled_up || stalled_since_last {
+        if !self.degraded || piled_up || stalled_since_last || skipped_since_last {
             self.caught_up_since = None;
             return decision;
         }
@@ -428,6 +535,9 @@ mod tests {
         stall: StallClock,
         /// Share of each second the pipeline refuses input.
         refusing: f64,
+        /// Media the encodes skip each second (it still comes out, as repeats).
+        skipping: Duration,
+        skipped: Duration,
     }
 
     impl Run {
@@ -438,6 +548,8 @@ mod tests {
                 out_ns: 0,
                 stall: StallClock::default(),
                 refusing: 0.0,
+                skipping: Duration::ZERO,
+                skipped: Duration::ZERO,
             }
         }
 
@@ -451,10 +563,12 @@ mod tests {
                     self.stall.note(self.now, false);
                     self.now = start + Duration::from_secs(1);
                     self.out_ns += (speed * S as f64) as u64;
+                    self.skipped += self.skipping;
                     let progress = Progress {
                         out_ns: self.out_ns,
                         in_ns: self.out_ns + backlog_ns,
                         stalled: self.stall.total(self.now),
+                        skipped: self.skipped,
                     };
                     self.detector.observe(self.now, progress)
                 })
@@ -471,6 +585,32 @@ mod tests {
     fn real_time_is_not_overload() {
         let mut run = Run::new();
         assert!(run.seconds(60, 1.0, S / 2).is_empty());
+        assert_eq!(run.divisors(), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn keeping_up_only_by_skipping_ahead_is_overload_and_nothing_is_restored_while_skipping() {
+        let mut run = Run::new();
+        run.seconds(3, 1.0, S / 2);
+        // Output keeps pace (the gaps are filled) with little in flight, but
+        // a third of it was skipped.
+        run.skipping = Duration::from_millis(333);
+        let decisions = run.seconds(6, 1.0, S / 4);
+        let first = decisions.first().expect("a decision");
+        assert_eq!(first.change, Some(Change::Degraded));
+        assert!(first.speed < 0.95, "{first:?}");
+        let shed = run.divisors();
+        assert_eq!(shed[0], 2, "720p shed first");
+        // Still skipping now and then, at an otherwise fine speed: no restore.
+        run.skipping = Duration::from_millis(20);
+        let held = run.seconds(60, 1.0, S / 4);
+        assert!(held.iter().all(|d| d.change.is_none()), "{held:?}");
+        let restored = run.divisors().iter().zip(&shed).any(|(now, then)| now < then);
+        assert!(!restored, "{:?} after {shed:?}", run.divisors());
+        // No more skips: restored step by step, then recovered.
+        run.skipping = Duration::ZERO;
+        let decisions = run.seconds(120, 1.0, S / 4);
+        assert_eq!(decisions.last().and_then(|d| d.change.clone()), Some(Change::Recovered));
         assert_eq!(run.divisors(), vec![1, 1, 1]);
     }
 

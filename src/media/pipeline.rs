@@ -28,6 +28,7 @@ use super::ladder::LadderSettings;
 use super::output::{attach_appsink, EventSink, Producer, RenditionRouter, Track};
 use super::overload::{Rung, RungGate};
 use super::profile::LadderProfile;
+use super::skip::{install_skip, SkipMeter};
 use super::types::{RenditionKind, RenditionSpec};
 
 pub(crate) struct VideoSource {
@@ -184,6 +185,17 @@ pub(crate) struct BuiltPipeline {
     /// Encoded video rungs by rendition index, each behind a gate that can
     /// shed its frame rate under overload.
     pub encoded_rungs: Vec<(usize, Rung)>,
+    /// What the encode branch skipped to stay live (when it may skip).
+    pub skip: Option<SkipMeter>,
+}
+
+/// Nominal frame duration (ns) of a frame rate; 30 fps when unknown.
+fn frame_ns(fps: f64) -> u64 {
+    if fps.is_finite() && fps >= 1.0 {
+        (1e9 / fps) as u64
+    } else {
+        33_333_333
+    }
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -248,7 +260,21 @@ impl Builder<'_> {
         track: Track,
     ) -> Result<gst::Element, String> {
         let mux = self.add("cmafmux", &format!("mux-{tag}"))?;
-        mux.set_property("fragment-duration", self.settings.segment_target.as_nanos() as u64);
+        // A millisecond short of the target. The muxer's fragment grid sits a
+        // few nanoseconds past the keyframe times it started from (rounding),
+        // and after a skip's repeats (see `skip`) the pictures before an
+        // on-grid keyframe ended exactly at it, short of that grid: the
+        // rung's fragment ran on to the next keyframe, off the copy's grid
+        // (seen with GST_DEBUG=fmp4mux:6). Every rendition's muxer uses the
+        // same value, so they still cut at the same keyframes.
+        let fragment = self
+            .settings
+            .segment_target
+            .saturating_sub(std::time::Duration::from_millis(1));
+        mux.set_property(
+            "fragment-duration",
+            u64::try_from(fragment.max(std::time::Duration::from_millis(1)).as_nanos()).unwrap_or(u64::MAX),
+        );
         mux.set_property("chunk-duration", self.settings.part_target.as_nanos() as u64);
         set_text_property(&mux, "header-update-mode", "none")?;
         // The aggregator's input queue holds this much media before a push
@@ -618,6 +644,7 @@ pub(crate) fn build(
     let mut built_switchable = Vec::new();
     let mut keys_on_grid = false;
     let mut encoded_rungs = Vec::new();
+    let mut skip: Option<SkipMeter> = None;
 
     if let Some(video) = video {
         let mut plan = plan_video(profile, video.width, video.height, video.bitrate_bps);
@@ -654,6 +681,11 @@ pub(crate) fn build(
         let mut switchable = Vec::new();
         if needs_decode {
             let q = builder.queue("decode-queue")?;
+            if let (true, Some(max_backlog)) = (settings.overload.enabled, settings.overload.max_encode_backlog) {
+                let meter = SkipMeter::default();
+                install_skip(&q, max_backlog, meter.clone())?;
+                skip = Some(meter);
+            }
             let mut decode = vec![&tee, &q];
             let parse;
             let dec = match video.codec {
@@ -771,7 +803,10 @@ pub(crate) fn build(
                     let rung_tee = builder.add("tee", &format!("tee-{tag}"))?;
                     link_all(&[&input, &q, &scale, &size, &rung_tee])?;
                     let eq = builder.queue(&format!("queue-{tag}"))?;
-                    let gate = RungGate::new();
+                    let gate = match &skip {
+                        Some(meter) => RungGate::filling(meter.clone(), frame_ns(video.fps)),
+                        None => RungGate::new(),
+                    };
                     gate.install(
                         &eq.static_pad("src")
                             .ok_or_else(|| "rung queue has no src pad".to_string())?,
@@ -884,6 +919,7 @@ pub(crate) fn build(
         keys_on_grid,
         decoder: key_planner.as_ref().map(|(_, decoder)| decoder.clone()),
         encoded_rungs,
+        skip,
     })
 }
 

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::skip::SkipMeter;
+
 /// Input frames the ladder threw away instead of handing them to the
 /// pipeline: video before its first keyframe, audio before its decoder
 /// configuration, timestamps running backwards or before the ladder's start,
@@ -16,6 +18,8 @@ pub struct LadderStats {
     audio_frames_dropped: AtomicU64,
     /// Frames the video decoder reported it could not decode.
     decode_errors: AtomicU64,
+    /// What the encode branch skipped to stay live, once the ladder is built.
+    skip: std::sync::OnceLock<SkipMeter>,
 }
 
 impl LadderStats {
@@ -45,6 +49,16 @@ impl LadderStats {
 
     pub(crate) fn decode_error(&self) {
         self.decode_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Source video the encoded rungs skipped (and showed as repeats of the
+    /// last picture) to stay near live; the passthrough copy has all of it.
+    pub fn encode_skipped(&self) -> std::time::Duration {
+        self.skip.get().map_or(std::time::Duration::ZERO, SkipMeter::skipped)
+    }
+
+    pub(crate) fn attach_skip(&self, meter: SkipMeter) {
+        let _ = self.skip.set(meter);
     }
 }
 

@@ -19,6 +19,12 @@ fn settings(segment_ms: u64) -> LadderSettings {
         timeline_offset: std::time::Duration::ZERO,
         part_target: Duration::from_millis(200),
         segment_target: Duration::from_millis(segment_ms),
+        // Most tests feed faster than real time and check every frame; a
+        // live ladder would skip ahead (see the skip test).
+        overload: OverloadSettings {
+            max_encode_backlog: None,
+            ..OverloadSettings::default()
+        },
         ..LadderSettings::default()
     }
 }
@@ -779,6 +785,23 @@ async fn timestamps_stepping_by_two_to_the_31_neither_panic_nor_run_the_timeline
     );
 }
 
+/// A 3.5 s clip (`make_flv`) followed by `times - 1` copies of its video,
+/// each 3.5 s later.
+fn video_repeated(clip: &[MediaPacket], times: i64) -> Vec<MediaPacket> {
+    let mut packets = clip.to_vec();
+    for round in 1..times {
+        packets.extend(clip.iter().filter_map(|p| match p {
+            MediaPacket::Video(f) => Some(MediaPacket::Video(VideoFrame {
+                dts_ms: f.dts_ms + 3500 * round,
+                pts_ms: f.pts_ms + 3500 * round,
+                ..f.clone()
+            })),
+            _ => None,
+        }));
+    }
+    packets
+}
+
 /// Overload shedding on a real pipeline: a ladder told it is always behind
 /// (a speed of 10× real time is required) sheds its most expensive encoded
 /// rung to half its frame rate. The shed rung still decodes cleanly and
@@ -789,16 +812,7 @@ async fn an_overloaded_ladder_sheds_the_top_encoded_rung_and_stays_aligned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let flv = make_flv(dir.path(), "shed.flv", Some(30), false);
     // The clip twice in a row (7 s): long enough for a few judgements.
-    let clip = flv_packets(&flv);
-    let mut packets = clip.clone();
-    packets.extend(clip.into_iter().filter_map(|p| match p {
-        MediaPacket::Video(f) => Some(MediaPacket::Video(VideoFrame {
-            dts_ms: f.dts_ms + 3500,
-            pts_ms: f.pts_ms + 3500,
-            ..f
-        })),
-        _ => None,
-    }));
+    let packets = video_repeated(&flv_packets(&flv), 2);
     let mut settings = settings(1000);
     settings.overload = OverloadSettings {
         enabled: true,
@@ -807,6 +821,7 @@ async fn an_overloaded_ladder_sheds_the_top_encoded_rung_and_stays_aligned() {
         min_backlog: Duration::ZERO,
         restore_after: Duration::from_secs(3600),
         max_divisor: 2,
+        max_encode_backlog: None,
     };
     // Paced like a live source, so that the ladder runs long enough to be judged.
     let driven = drive_ladder(packets, &small_profile(), &settings, Some(Duration::from_millis(33))).await;
@@ -829,6 +844,70 @@ async fn an_overloaded_ladder_sheds_the_top_encoded_rung_and_stays_aligned() {
     for r in &renditions[1..3] {
         assert_eq!(segment_starts(r), top, "{} segments not aligned", r.spec.name);
     }
+}
+
+/// A ladder whose encodes cannot keep up (fed at four times real time, x264
+/// at `veryslow`, a 100 ms skip threshold) skips its encode branch ahead to
+/// source keyframes instead of holding up the copy. The copy has every
+/// frame; every encoded rung decodes cleanly, its gaps filled with repeats
+/// (a frame for every frame time, no hole in its timeline, no part longer
+/// than the part target plus a frame, segments on the copy's grid), and the
+/// skip is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encode_branch_that_cannot_keep_up_skips_ahead_and_leaves_no_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = make_flv(dir.path(), "skip.flv", Some(15), false);
+    // The clip three times in a row (10.5 s), keyframes every 0.5 s.
+    let packets = video_repeated(&flv_packets(&flv), 3);
+    let sent = packets.iter().filter(|p| matches!(p, MediaPacket::Video(_))).count() as u64;
+    let mut profile = small_profile();
+    profile.encoder.speed_preset = "veryslow".into();
+    let mut settings = settings(1000);
+    settings.overload.max_encode_backlog = Some(Duration::from_millis(100));
+    let driven = drive_ladder(packets, &profile, &settings, Some(Duration::from_millis(8))).await;
+    let skipped = driven.stats.encode_skipped();
+    assert!(skipped >= Duration::from_millis(500), "skipped {skipped:?}");
+
+    let (renditions, _) = by_rendition(&driven.events);
+    let copy = renditions.iter().find(|r| r.spec.passthrough).expect("a copy");
+    let (errors, copy_frames) = ffmpeg_decode(dir.path(), "copy", &copy.stream);
+    assert!(errors.is_empty(), "copy: {errors}");
+    assert_eq!(copy_frames, sent, "the copy has every frame");
+    let grid = segment_starts(copy);
+    let part_limit = settings.part_target.as_nanos() as u64 + 34_000_000;
+    let encoded = renditions
+        .iter()
+        .filter(|r| !r.spec.passthrough && matches!(r.spec.kind, RenditionKind::Video { .. }));
+    let mut checked = 0;
+    for r in encoded {
+        let name = &r.spec.name;
+        let (errors, frames) = ffmpeg_decode(dir.path(), name, &r.stream);
+        assert!(errors.is_empty(), "{name}: {errors}");
+        // A frame for every frame time up to the end of the rung's timeline
+        // (only a tail can be missing: input that ended during a skip).
+        let first = r.chunks.first().map_or(0, |c| c.pts_ns);
+        let end = r.chunks.last().map_or(0, |c| c.pts_ns + c.duration_ns);
+        let expected = (end - first + 16_666_666) / 33_333_333;
+        assert!(
+            frames.abs_diff(expected) <= 1,
+            "{name}: {frames} frames over {} ms",
+            (end - first) / 1_000_000
+        );
+        assert!(frames >= copy_frames / 2, "{name}: {frames} of {copy_frames} frames");
+        for pair in r.chunks.windows(2) {
+            let end = pair[0].pts_ns + pair[0].duration_ns;
+            assert!(end.abs_diff(pair[1].pts_ns) < 2_000_000, "{name}: a hole at {end} ns");
+        }
+        let longest = r.chunks.iter().map(|c| c.duration_ns).max().unwrap_or(0);
+        assert!(longest <= part_limit, "{name}: a {longest} ns part");
+        let starts = segment_starts(r);
+        assert!(
+            grid.starts_with(&starts) && starts.len() >= 5,
+            "{name}: {starts:?} vs {grid:?}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "240p and 160p");
 }
 
 fn passthrough_profile() -> LadderProfile {
