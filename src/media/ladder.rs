@@ -17,7 +17,6 @@ use super::output::{EventSink, Track};
 use super::overload::{Change, Detector, OverloadSettings, OverloadState, Progress, StallClock};
 use super::pipeline::{self, AudioCodec, AudioSource, BuiltPipeline, MediaSrc, VideoCodec, VideoSource};
 use super::profile::{AudioMode, LadderProfile};
-use super::skip::SkipMeter;
 use super::stats::LadderStats;
 use super::types::LadderEvent;
 use crate::ingest::{AudioConfig, MediaPacket, StreamMetadata, VideoConfig};
@@ -126,8 +125,6 @@ const OVERLOAD_TICK: Duration = Duration::from_secs(1);
 struct OverloadWatch {
     detector: Detector,
     renditions: Vec<usize>,
-    /// What the encode branch skipped to stay live, when it may.
-    skip: Option<SkipMeter>,
 }
 
 /// Must be called inside a Tokio runtime.
@@ -623,7 +620,6 @@ impl Ladder {
         }
         Some(OverloadWatch {
             renditions: built.encoded_rungs.iter().map(|(index, _)| *index).collect(),
-            skip: built.skip.clone(),
             detector: Detector::new(
                 settings.clone(),
                 built.encoded_rungs.iter().map(|(_, rung)| rung.clone()).collect(),
@@ -640,7 +636,7 @@ impl Ladder {
             out_ns,
             in_ns: pushed_ns,
             stalled: stall.total(now),
-            skipped: watch.skip.as_ref().map_or(Duration::ZERO, SkipMeter::skipped),
+            skipped: self.stats.encode_skipped(),
         };
         let decision = watch.detector.observe(now, progress);
         let speed = decision.speed;
